@@ -1,0 +1,1 @@
+"""Loading and saving checkpoints in AudioCraft, transformers and wavecraft layouts."""
