@@ -55,18 +55,19 @@ def _hub_download(repo_id: str, filename: str, required: bool) -> Path | None:
         raise CheckpointError(f"{repo_id}: huggingface_hub is needed to download checkpoints ({e})") from None
     try:
         return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir(), library_name="wavecraft"))
-    except EntryNotFoundError:
-        if required:
-            raise CheckpointError(f"{repo_id} has no file {filename}") from None
-        return None
-    except RepositoryNotFoundError:
-        raise CheckpointError(f"{repo_id}: no such local path or hub repository") from None
+    # LocalEntryNotFoundError subclasses EntryNotFoundError in recent huggingface_hub: catch it first.
     except LocalEntryNotFoundError:
         if not required and _cached_repo_exists(repo_id):
             return None
         raise CheckpointError(
             f"{repo_id}/{filename} is not in the local cache and the hub cannot be reached "
             "(offline or HF_HUB_OFFLINE=1); pass a local path instead") from None
+    except EntryNotFoundError:
+        if required:
+            raise CheckpointError(f"{repo_id} has no file {filename}") from None
+        return None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"{repo_id}: no such local path or hub repository") from None
     except (HfHubHTTPError, OSError, ValueError) as e:
         raise CheckpointError(f"{repo_id}/{filename}: download failed ({' '.join(str(e).split())[:150]})") from None
 

@@ -1,0 +1,1 @@
+"""User-facing models and pipelines."""

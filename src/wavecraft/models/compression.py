@@ -1,0 +1,94 @@
+"""Compressing audio files to ``.wcodec`` token files and back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..audio import audio_read, audio_write, check_audio, convert_audio
+from ..codec.compression import CompressionModel, EnCodec
+from ..codec.wcodec import CodecFile, read_wcodec, write_wcodec
+from ..errors import CodecFileError
+
+DEFAULT_CODEC = "facebook/encodec_32khz"
+#: Long inputs are coded in independent segments of this many seconds: bounded memory and a progress bar.
+SEGMENT_SECONDS = 30.0
+
+
+def load_codec_model(model: str | Path | CompressionModel) -> CompressionModel:
+    return model if isinstance(model, CompressionModel) else CompressionModel.get_pretrained(model)
+
+
+def _model_id(model: CompressionModel) -> str:
+    name = model.name_or_path or ""
+    local = Path(name).expanduser()
+    return str(local.resolve()) if name and local.exists() else name
+
+
+def _segment_frames(model: CompressionModel, segment_seconds: float) -> int:
+    internally_chunked = isinstance(model, EnCodec) and model.cfg.chunk_length is not None
+    if internally_chunked or segment_seconds <= 0:
+        return 0
+    return max(1, int(segment_seconds * model.frame_rate))
+
+
+def compress_file(src: str | Path, dst: str | Path, model: str | Path | CompressionModel = DEFAULT_CODEC,
+                  bandwidth: float | None = None, segment_seconds: float = SEGMENT_SECONDS,
+                  progress: bool = False) -> CodecFile:
+    """Read ``src`` (any format ``audio_read`` takes), encode it and write the ``.wcodec`` file ``dst``."""
+    codec = load_codec_model(model)
+    if bandwidth is not None:
+        codec.set_bandwidth(bandwidth)
+    wav, sr = audio_read(src)
+    check_audio(wav, name=str(src))
+    wav = convert_audio(wav, sr, codec.sample_rate, codec.channels)
+    length = wav.shape[-1]
+    hop = round(codec.sample_rate / codec.frame_rate)
+    seg_frames = _segment_frames(codec, segment_seconds)
+    if seg_frames * hop >= length:
+        seg_frames = 0
+    step = seg_frames * hop or length
+    codes, scales = [], []
+    with torch.inference_mode():
+        for start in tqdm(range(0, length, step), desc="compress", unit="seg", disable=not progress):
+            c, s = codec.encode(wav[None, :, start:start + step])
+            codes.append(c[0])
+            if s is not None:
+                scales.append(s[0])
+    item = CodecFile(
+        model=_model_id(codec), sample_rate=codec.sample_rate, channels=codec.channels,
+        cardinality=codec.cardinality, length=length, codes=torch.cat(codes, dim=-1),
+        scale=torch.cat(scales) if scales else None, segment_frames=seg_frames)
+    write_wcodec(dst, item)
+    return item
+
+
+def decompress_file(src: str | Path, dst: str | Path, model: str | Path | CompressionModel | None = None,
+                    progress: bool = False) -> Path:
+    """Decode the ``.wcodec`` file ``src`` to audio ``dst`` (format from its suffix: wav, flac, mp3, ogg)."""
+    item = read_wcodec(src)
+    codec = load_codec_model(model or item.model)
+    if (codec.sample_rate, codec.channels, codec.cardinality) != (item.sample_rate, item.channels, item.cardinality):
+        raise CodecFileError(
+            f"{src} was written by a {item.sample_rate} Hz, {item.channels}-channel codec with {item.cardinality} "
+            f"codes; {codec.name_or_path} is {codec.sample_rate} Hz, {codec.channels}-channel, {codec.cardinality}")
+    if item.codes.shape[0] > codec.total_codebooks:
+        raise CodecFileError(f"{src} has {item.codes.shape[0]} codebooks; the codec has {codec.total_codebooks}")
+    step = item.segment_frames or item.codes.shape[-1]
+    pieces = item.codes.split(step, dim=-1)
+    wavs = []
+    with torch.inference_mode():
+        for i, piece in enumerate(tqdm(pieces, desc="decompress", unit="seg", disable=not progress)):
+            scale = item.scale
+            if scale is not None:
+                scale = scale[i:i + 1] if item.segment_frames else scale
+                scale = scale[None]
+            wavs.append(codec.decode(piece[None], scale)[0])
+    wav = torch.cat(wavs, dim=-1)[..., : item.length]
+    dst = Path(dst)
+    fmt = dst.suffix.lstrip(".").lower() or "wav"
+    # Keep the original level: no normalisation, only a guard against samples beyond full scale.
+    return audio_write(dst.with_suffix(""), wav, item.sample_rate, format=fmt, normalize=False, strategy="clip",
+                       peak_clip_headroom_db=0)
