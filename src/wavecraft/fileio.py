@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path, make_parent_dir: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
+def atomic_output(path: Path) -> Iterator[Path]:
+    """Yield a fresh temporary path in ``path``'s directory; on success it replaces ``path`` atomically.
 
-    On any exception the temporary file is removed and an existing ``path`` is left untouched.
+    The temporary name is hidden (``.{name}.tmp-<random>{suffix}``) and created exclusively, so concurrent
+    writers never share one. On any failure (including KeyboardInterrupt) it is deleted and ``path`` is left as it
+    was: readers never see a partial file and an existing good file is never clobbered by a failed write.
+    Raises ``OSError`` if the temporary file cannot be created or renamed.
     """
-    path = Path(path)
-    if make_parent_dir:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # Drop the name from the temporary one when it would push it past the usual 255-byte file name limit.
+    base = f".{path.name}" if len(path.name.encode()) <= 200 else ""
+    tmp = path.with_name(f"{base}.tmp-{secrets.token_hex(6)}{path.suffix}")
+    # 0o666 lets the umask decide the final permissions, as for a file opened normally (mkstemp would force 0o600).
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
+        # Flush to disk before the rename, so a crash cannot leave an empty file under the final name.
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -155,7 +155,10 @@ def codec_config_from_transformers(hf: dict[str, Any]) -> CodecConfig:
 
 _HF_CODEBOOK = re.compile(r"^quantizer\.layers\.(\d+)\.codebook\.")
 _HF_LAYER = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.")
-_HF_PARAMETRIZATION = {".parametrizations.weight.original0": ".weight_g", ".parametrizations.weight.original1": ".weight_v"}
+_HF_PARAMETRIZATION = {
+    ".parametrizations.weight.original0": ".weight_g",
+    ".parametrizations.weight.original1": ".weight_v",
+}
 
 
 def rename_transformers_codec_keys(state: dict[str, torch.Tensor], our_keys: Any) -> dict[str, torch.Tensor]:

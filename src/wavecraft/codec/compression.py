@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._malloc import reuse_freed_memory
 from ..errors import InvalidAudioError
 from .config import CodecConfig, codec_configs
 from .quantization import QuantizedResult, ResidualVectorQuantizer
@@ -166,10 +167,11 @@ class EnCodec(CompressionModel):
         """``wav [B, C, T] -> (codes [B, K, ceil(T / hop)] long, scale [B, n_chunks] or None)``."""
         self.check_input(wav)
         codes, scales = [], []
-        for start, end in self._chunks(wav.shape[-1]):
-            x, scale = self._preprocess(wav[..., start:end])
-            codes.append(self.quantizer.encode(self.encoder(x)))
-            scales.append(scale)
+        with reuse_freed_memory():
+            for start, end in self._chunks(wav.shape[-1]):
+                x, scale = self._preprocess(wav[..., start:end])
+                codes.append(self.quantizer.encode(self.encoder(x)))
+                scales.append(scale)
         codes_out = torch.cat(codes, dim=-1)
         scale_out = None if scales[0] is None else torch.cat(scales, dim=1)  # type: ignore[arg-type]
         return codes_out, scale_out
@@ -186,6 +188,10 @@ class EnCodec(CompressionModel):
         Output is not cropped to the encoded input's length: ``F * hop`` may exceed it by up to ``hop - 1``.
         """
         self._check_codes(codes)
+        with reuse_freed_memory():
+            return self._decode(codes, scale)
+
+    def _decode(self, codes: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
         chunk = self.cfg.chunk_length
         if chunk is None:
             out = self.decoder(self.quantizer.decode(codes))

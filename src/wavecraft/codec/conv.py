@@ -23,25 +23,47 @@ def extra_padding_for_conv1d(length: int, kernel_size: int, stride: int, padding
 
 
 def pad1d(x: torch.Tensor, paddings: tuple[int, int], mode: str = "constant") -> torch.Tensor:
-    """``F.pad`` on the last axis that also reflects inputs shorter than the padding.
+    """``F.pad`` on the last (time) axis that also reflects inputs shorter than the padding.
 
-    Reflect padding needs ``length > pad``; for shorter inputs zeros are appended first and trimmed after.
+    Works on ``[B, C, T]`` and on the ``[B, C, 1, T]`` layout used inside SEANet. Reflect padding needs
+    ``length > pad``; for shorter inputs zeros are appended first and trimmed after.
     """
     left, right = paddings
-    if mode != "reflect":
-        return F.pad(x, (left, right), mode="constant" if mode == "zero" else mode)
+    if mode in ("constant", "zero"):
+        return F.pad(x, (left, right))
+    spatial = (left, right) if x.dim() == 3 else (left, right, 0, 0)
     length = x.shape[-1]
     max_pad = max(left, right)
-    extra = max_pad - length + 1 if length <= max_pad else 0
+    extra = max_pad - length + 1 if mode == "reflect" and length <= max_pad else 0
     if extra:
         x = F.pad(x, (0, extra))
-    padded = F.pad(x, (left, right), mode="reflect")
+    padded = F.pad(x, spatial, mode=mode)
     return padded[..., : padded.shape[-1] - extra]
 
 
 def unpad1d(x: torch.Tensor, paddings: tuple[int, int]) -> torch.Tensor:
     left, right = paddings
     return x[..., left : x.shape[-1] - right]
+
+
+def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1,
+           dilation: int = 1, padding: int = 0) -> torch.Tensor:
+    """Conv over the last axis of ``[B, C, T]`` or ``[B, C, 1, T]``.
+
+    The 4-D form runs as a 2-D convolution; in channels-last memory it is several times faster on CPU (oneDNN's
+    NHWC kernels) than ``conv1d`` on ``[B, C, T]``.
+    """
+    if x.dim() == 3:
+        return F.conv1d(x, weight, bias, stride, padding, dilation)
+    return F.conv2d(x, weight.unsqueeze(2), bias, (1, stride), (0, padding), (1, dilation))
+
+
+def conv_transpose1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1
+                     ) -> torch.Tensor:
+    """Transposed conv over the last axis of ``[B, C, T]`` or ``[B, C, 1, T]`` (see :func:`conv1d`)."""
+    if x.dim() == 3:
+        return F.conv_transpose1d(x, weight, bias, stride)
+    return F.conv_transpose2d(x, weight.unsqueeze(2), bias, (1, stride))
 
 
 class _WeightNorm:
@@ -68,8 +90,8 @@ class WNConv1d(_WeightNorm, nn.Conv1d):
         super().__init__(*args, **kwargs)
         self._init_weight_norm()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.normalized_weight(), self.bias)
+    def forward(self, x: torch.Tensor, padding: int = 0) -> torch.Tensor:
+        return conv1d(x, self.normalized_weight(), self.bias, self.stride[0], self.dilation[0], padding)
 
 
 class WNConvTranspose1d(_WeightNorm, nn.ConvTranspose1d):
@@ -78,7 +100,17 @@ class WNConvTranspose1d(_WeightNorm, nn.ConvTranspose1d):
         self._init_weight_norm()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return F.conv_transpose1d(x, self.normalized_weight(), self.bias, self.stride, 0, 0, 1, self.dilation)
+        return conv_transpose1d(x, self.normalized_weight(), self.bias, self.stride[0])
+
+
+class PlainConv1d(nn.Conv1d):
+    def forward(self, x: torch.Tensor, padding: int = 0) -> torch.Tensor:
+        return conv1d(x, self.weight, self.bias, self.stride[0], self.dilation[0], padding)
+
+
+class PlainConvTranspose1d(nn.ConvTranspose1d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return conv_transpose1d(x, self.weight, self.bias, self.stride[0])
 
 
 def _check_norm(norm: str) -> None:
@@ -93,19 +125,19 @@ class NormConv1d(nn.Module):
                  norm: str = "none") -> None:
         super().__init__()
         _check_norm(norm)
-        conv_cls = WNConv1d if norm == "weight_norm" else nn.Conv1d
+        conv_cls = WNConv1d if norm == "weight_norm" else PlainConv1d
         self.conv = conv_cls(in_ch, out_ch, kernel_size, stride, dilation=dilation)
         self.norm = nn.GroupNorm(1, out_ch) if norm == "time_group_norm" else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.conv(x))
+    def forward(self, x: torch.Tensor, symmetric_padding: int = 0) -> torch.Tensor:
+        return self.norm(self.conv(x, symmetric_padding))
 
 
 class NormConvTranspose1d(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, norm: str = "none") -> None:
         super().__init__()
         _check_norm(norm)
-        conv_cls = WNConvTranspose1d if norm == "weight_norm" else nn.ConvTranspose1d
+        conv_cls = WNConvTranspose1d if norm == "weight_norm" else PlainConvTranspose1d
         self.convtr = conv_cls(in_ch, out_ch, kernel_size, stride)
         self.norm = nn.GroupNorm(1, out_ch) if norm == "time_group_norm" else nn.Identity()
 
@@ -135,11 +167,13 @@ class StreamableConv1d(nn.Module):
         padding_total = self.kernel_eff - self.stride
         extra = extra_padding_for_conv1d(x.shape[-1], self.kernel_eff, self.stride, padding_total)
         if self.causal:
-            paddings = (padding_total, extra)
+            left, right = padding_total, extra
         else:
-            right = padding_total // 2
-            paddings = (padding_total - right, right + extra)
-        return self.conv(pad1d(x, paddings, self.pad_mode))
+            half = padding_total // 2
+            left, right = padding_total - half, half + extra
+        if left == right and self.pad_mode in ("constant", "zero"):
+            return self.conv(x, symmetric_padding=left)  # no padded copy of the input
+        return self.conv(pad1d(x, (left, right), self.pad_mode))
 
 
 class StreamableConvTranspose1d(nn.Module):
@@ -160,17 +194,15 @@ class StreamableConvTranspose1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.convtr(x)
-        if self.causal:
-            right = math.ceil(self.padding_total * self.trim_right_ratio)
-        else:
-            right = self.padding_total // 2
+        # Causal: trim (a ratio of) the padding on the right only; otherwise split it like the encoder does.
+        right = math.ceil(self.padding_total * self.trim_right_ratio) if self.causal else self.padding_total // 2
         return unpad1d(y, (self.padding_total - right, right))
 
 
 class StreamableLSTM(nn.Module):
     """Multi-layer LSTM over the time axis with a residual connection.
 
-    Shapes: ``x [B, C, T] -> [B, C, T]``.
+    Shapes: ``x [B, C, T] -> [B, C, T]`` (or ``[B, C, 1, T]`` in and out).
     """
 
     def __init__(self, dimension: int, num_layers: int = 2, skip: bool = True) -> None:
@@ -179,8 +211,15 @@ class StreamableLSTM(nn.Module):
         self.lstm = nn.LSTM(dimension, dimension, num_layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        seq = x.permute(2, 0, 1)  # [T, B, C]: nn.LSTM is time-major by default
+        four_d = x.dim() == 4
+        seq = (x.squeeze(2) if four_d else x).permute(2, 0, 1)  # [T, B, C]: nn.LSTM is time-major
         y, _ = self.lstm(seq)
         if self.skip:
             y = y + seq
-        return y.permute(1, 2, 0)
+        if not four_d:
+            return y.permute(1, 2, 0)
+        # Rebuild an explicit channels-last [B, C, 1, T] so the next convolutions keep oneDNN's NHWC kernels.
+        out = torch.empty((y.shape[1], y.shape[2], 1, y.shape[0]), dtype=y.dtype, device=y.device,
+                          memory_format=torch.channels_last)
+        out.copy_(y.permute(1, 2, 0).unsqueeze(2))
+        return out

@@ -197,9 +197,13 @@ class ResidualVectorQuantizer(nn.Module):
         codes, losses = [], []
         for layer in self.layers[:n_q]:
             quantized, idx, loss = layer(residual)
-            residual = residual - quantized.detach()
+            quantized = quantized.detach()
+            residual = residual - quantized
             quantized_out = quantized_out + quantized
             codes.append(idx)
             losses.append(loss)
+        if self.training:
+            # One straight-through estimator over the whole stack: per-stage ones would scale the gradient by n_q.
+            quantized_out = x + (quantized_out - x).detach()
         bandwidth = torch.tensor(n_q * math.log2(self.bins) * frame_rate / 1000, device=x.device)
         return QuantizedResult(quantized_out, torch.stack(codes, dim=1), bandwidth, torch.stack(losses).mean())

@@ -6,15 +6,28 @@ indices in checkpoints line up.
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import CodecConfig
 from .conv import StreamableConv1d, StreamableConvTranspose1d, StreamableLSTM
 
 
-def _activation(cfg: CodecConfig) -> nn.Module:
+class ELU(nn.ELU):
+    """ELU that works in place at inference when its input is a temporary nobody else reads (saves memory traffic)."""
+
+    def __init__(self, alpha: float = 1.0, reuse_input: bool = False) -> None:
+        super().__init__(alpha)
+        self.reuse_input = reuse_input
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.elu(x, self.alpha, inplace=self.reuse_input and not torch.is_grad_enabled())
+
+
+def _activation(cfg: CodecConfig, reuse_input: bool = True) -> nn.Module:
     if cfg.activation == "ELU":
-        return nn.ELU(alpha=cfg.activation_alpha)
+        return ELU(alpha=cfg.activation_alpha, reuse_input=reuse_input)
     act = getattr(nn, cfg.activation, None)
     if act is None:
         raise ValueError(f"unknown activation {cfg.activation!r}")
@@ -32,15 +45,27 @@ class SEANetResnetBlock(nn.Module):
         hidden = dim // cfg.compress
         conv = dict(causal=cfg.causal, norm=cfg.norm, pad_mode=cfg.pad_mode)
         self.block = nn.Sequential(
-            _activation(cfg),
+            _activation(cfg, reuse_input=False),  # x is still needed for the skip connection
             StreamableConv1d(dim, hidden, cfg.residual_kernel_size, dilation=dilation, **conv),
             _activation(cfg),
             StreamableConv1d(hidden, dim, 1, **conv),
         )
         self.shortcut = nn.Identity() if cfg.true_skip else StreamableConv1d(dim, dim, 1, **conv)
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
-        return self.shortcut(x) + self.block(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        return out.add_(self.shortcut(x)) if not torch.is_grad_enabled() else out + self.shortcut(x)
+
+
+def to_time_last_4d(x: torch.Tensor) -> torch.Tensor:
+    """``[B, C, T] -> [B, C, 1, T]`` in channels-last memory, the fast layout for CPU convolutions."""
+    x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+    if x.shape[1] == 1:
+        # With one channel both layouts are "contiguous" and oneDNN would pick NCHW for everything downstream;
+        # explicit channels-last strides make it choose NHWC.
+        batch, _, _, length = x.shape
+        x = x.as_strided(x.shape, (length, 1, length, 1))
+    return x
 
 
 class SEANetEncoder(nn.Module):
@@ -58,11 +83,12 @@ class SEANetEncoder(nn.Module):
             mult *= 2
         if cfg.lstm_layers:
             layers.append(StreamableLSTM(mult * cfg.n_filters, cfg.lstm_layers))
-        layers += [_activation(cfg), StreamableConv1d(mult * cfg.n_filters, cfg.dimension, cfg.last_kernel_size, **conv)]
+        width = mult * cfg.n_filters
+        layers += [_activation(cfg), StreamableConv1d(width, cfg.dimension, cfg.last_kernel_size, **conv)]
         self.model = nn.Sequential(*layers)
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
-        return self.model(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(to_time_last_4d(x)).squeeze(2)
 
 
 class SEANetDecoder(nn.Module):
@@ -87,5 +113,5 @@ class SEANetDecoder(nn.Module):
         layers += [_activation(cfg), StreamableConv1d(cfg.n_filters, cfg.channels, cfg.last_kernel_size, **conv)]
         self.model = nn.Sequential(*layers)
 
-    def forward(self, z):  # type: ignore[no-untyped-def]
-        return self.model(z)
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model(to_time_last_4d(z)).squeeze(2).contiguous()

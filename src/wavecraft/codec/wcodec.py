@@ -76,6 +76,7 @@ def write_wcodec(path: str | Path, item: CodecFile) -> Path:
     head = json.dumps(header, separators=(",", ":")).encode()
     payload = pack_codes(codes.numpy(), bits)
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
         tmp.write_bytes(_PREFIX.pack(MAGIC, VERSION, len(head)) + head + payload
                         + struct.pack("<I", zlib.crc32(payload)))

@@ -1,0 +1,120 @@
+"""soundfile (libsndfile) backend: probing, reading with seeking, and encoder settings for writing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from ..errors import InvalidAudioError
+from .checks import frame_span
+
+# Extensions libsndfile 1.2 reads natively; anything else goes straight to PyAV.
+READ_SUFFIXES = frozenset({
+    ".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd", ".caf", ".w64",
+    ".rf64", ".sd2", ".voc", ".ircam", ".sf", ".htk", ".nist", ".sph", ".mat4", ".mat5", ".paf", ".pvf", ".xi",
+    ".avr", ".svx", ".wve",
+})
+
+# Everything soundfile raises for files it cannot open or decode.
+ERRORS: tuple[type[BaseException], ...] = (sf.SoundFileError, RuntimeError, OSError, ValueError)
+
+# LAME bitrate range (kbps) per MPEG version, chosen by the sample rate.
+_MP3_RATES: dict[int, tuple[int, int]] = {
+    **dict.fromkeys((32000, 44100, 48000), (32, 320)),  # MPEG-1
+    **dict.fromkeys((16000, 22050, 24000), (8, 160)),  # MPEG-2
+    **dict.fromkeys((8000, 11025, 12000), (8, 64)),  # MPEG-2.5
+}
+# libvorbis nominal bitrate (kbps) at 44.1 kHz for quality 0.0, 0.1, ..., 1.0 (measured with libsndfile 1.2.2).
+_VORBIS_KBPS_STEREO = (64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 500)
+_VORBIS_KBPS_MONO = (48, 60, 70, 80, 86, 96, 110, 120, 140, 160, 240)
+# libvorbis (through libsndfile 1.2.2) crashes the process above this rate, so refuse it up front.
+_VORBIS_MAX_RATE = 200_000
+_FLAC_MAX_CHANNELS = 8
+_FLAC_MAX_RATE = 655_350
+
+
+def error_reason(error: BaseException) -> str:
+    """The reason part of a soundfile error, on one line (libsndfile messages may span lines)."""
+    reason = getattr(error, "error_string", None) or str(error) or type(error).__name__
+    return " ".join(str(reason).split())
+
+
+def probe(path: Path) -> tuple[int, int, int]:
+    """Return ``(sample_rate, channels, frames)`` of a file libsndfile can open."""
+    info = sf.info(str(path))
+    return int(info.samplerate), int(info.channels), int(info.frames)
+
+
+def read(path: Path, seek_time: float, duration: float) -> tuple[np.ndarray, int]:
+    """Read ``duration`` s (all if not > 0) from ``seek_time`` s: ``(wav [C, T] float32, sample_rate)``.
+
+    An empty result means ``seek_time`` is at or past the end of the file.
+    """
+    with sf.SoundFile(str(path)) as f:
+        sample_rate, channels = int(f.samplerate), int(f.channels)
+        start, num_frames = frame_span(sample_rate, seek_time, duration)
+        if start >= f.frames:
+            return np.zeros((channels, 0), dtype=np.float32), sample_rate
+        if start > 0:
+            f.seek(start)
+        data = f.read(num_frames, dtype="float32", always_2d=True)
+    return np.ascontiguousarray(data.T), sample_rate
+
+
+def _mp3_settings(channels: int, sample_rate: int, mp3_rate: int) -> dict[str, Any]:
+    if channels > 2:
+        raise InvalidAudioError(f"mp3 supports at most 2 channels, got {channels}")
+    if sample_rate not in _MP3_RATES:
+        raise InvalidAudioError(f"mp3 does not support sample rate {sample_rate} Hz; use one of "
+                                f"{', '.join(str(r) for r in sorted(_MP3_RATES))}")
+    low, high = _MP3_RATES[sample_rate]
+    # libsndfile maps compression_level linearly from the highest (0.0) to the lowest (1.0) bitrate of the
+    # MPEG version, and LAME snaps to the nearest standard bitrate. 1.0 itself is rejected by libsndfile.
+    level = min(max((high - mp3_rate) / (high - low), 0.0), 0.99)
+    return {"format": "MP3", "subtype": "MPEG_LAYER_III", "bitrate_mode": "CONSTANT", "compression_level": level}
+
+
+def _ogg_settings(channels: int, sample_rate: int, ogg_rate: int | None) -> dict[str, Any]:
+    if sample_rate > _VORBIS_MAX_RATE:
+        raise InvalidAudioError(f"ogg/vorbis supports sample rates up to {_VORBIS_MAX_RATE} Hz, got {sample_rate}")
+    settings: dict[str, Any] = {"format": "OGG", "subtype": "VORBIS"}
+    if ogg_rate is not None:
+        # Vorbis is VBR with a quality knob; pick the quality whose nominal bitrate matches ogg_rate.
+        table = _VORBIS_KBPS_MONO if channels == 1 else _VORBIS_KBPS_STEREO
+        quality = float(np.interp(ogg_rate, table, np.linspace(0.0, 1.0, len(table))))
+        settings["compression_level"] = 1.0 - quality
+    return settings
+
+
+def encoder_settings(
+    format: str, channels: int, sample_rate: int, mp3_rate: int = 320, ogg_rate: int | None = None
+) -> dict[str, Any]:
+    """``soundfile.write`` keyword arguments for ``format``, or :class:`InvalidAudioError` if it cannot be written.
+
+    wav and flac are 16-bit PCM. mp3 is constant bitrate near ``mp3_rate`` kbps (clamped to what the MPEG
+    version allows, snapped to a standard bitrate). ogg is Vorbis; ``ogg_rate`` (kbps) picks the Vorbis quality
+    whose nominal 44.1 kHz bitrate is closest, else libvorbis' default quality (~128 kbps stereo).
+    """
+    if format == "wav":
+        return {"format": "WAV", "subtype": "PCM_16"}
+    if format == "flac":
+        if channels > _FLAC_MAX_CHANNELS:
+            raise InvalidAudioError(f"flac supports at most {_FLAC_MAX_CHANNELS} channels, got {channels}")
+        # libFLAC's streamable subset: any rate up to 65535 Hz, above that only multiples of 10 Hz.
+        if sample_rate > 65535 and (sample_rate % 10 or sample_rate > _FLAC_MAX_RATE):
+            raise InvalidAudioError(f"flac does not support sample rate {sample_rate} Hz (above 65535 Hz it must be a "
+                                    f"multiple of 10 Hz, at most {_FLAC_MAX_RATE} Hz)")
+        return {"format": "FLAC", "subtype": "PCM_16"}
+    if format == "mp3":
+        return _mp3_settings(channels, sample_rate, mp3_rate)
+    if format == "ogg":
+        return _ogg_settings(channels, sample_rate, ogg_rate)
+    raise InvalidAudioError(f"unknown audio format {format!r}; expected 'wav', 'flac', 'ogg' or 'mp3'")
+
+
+def write(path: Path, data: np.ndarray, sample_rate: int, settings: dict[str, Any]) -> None:
+    """Write ``data [T, C]`` float32 in [-1, 1] to ``path`` with ``settings`` from :func:`encoder_settings`."""
+    sf.write(str(path), data, sample_rate, **settings)
