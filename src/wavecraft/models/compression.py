@@ -8,9 +8,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..audio import audio_read, audio_write, check_audio, convert_audio
+from ..audio.io import WRITE_FORMATS
 from ..codec.compression import CompressionModel, EnCodec
 from ..codec.wcodec import CodecFile, read_wcodec, write_wcodec
-from ..errors import CodecFileError
+from ..errors import CodecFileError, InvalidAudioError
 
 DEFAULT_CODEC = "facebook/encodec_32khz"
 #: Long inputs are coded in independent segments of this many seconds: bounded memory and a progress bar.
@@ -38,11 +39,12 @@ def compress_file(src: str | Path, dst: str | Path, model: str | Path | Compress
                   bandwidth: float | None = None, segment_seconds: float = SEGMENT_SECONDS,
                   progress: bool = False) -> CodecFile:
     """Read ``src`` (any format ``audio_read`` takes), encode it and write the ``.wcodec`` file ``dst``."""
+    # Input problems are reported before a (possibly slow) model download.
+    wav, sr = audio_read(src)
+    check_audio(wav, name=str(src))
     codec = load_codec_model(model)
     if bandwidth is not None:
         codec.set_bandwidth(bandwidth)
-    wav, sr = audio_read(src)
-    check_audio(wav, name=str(src))
     wav = convert_audio(wav, sr, codec.sample_rate, codec.channels)
     length = wav.shape[-1]
     hop = round(codec.sample_rate / codec.frame_rate)
@@ -52,7 +54,8 @@ def compress_file(src: str | Path, dst: str | Path, model: str | Path | Compress
     step = seg_frames * hop or length
     codes, scales = [], []
     with torch.inference_mode():
-        for start in tqdm(range(0, length, step), desc="compress", unit="seg", disable=not progress):
+        starts = range(0, length, step)
+        for start in tqdm(starts, desc="compress", unit="seg", disable=not progress or len(starts) == 1):
             c, s = codec.encode(wav[None, :, start:start + step])
             codes.append(c[0])
             if s is not None:
@@ -68,6 +71,10 @@ def compress_file(src: str | Path, dst: str | Path, model: str | Path | Compress
 def decompress_file(src: str | Path, dst: str | Path, model: str | Path | CompressionModel | None = None,
                     progress: bool = False) -> Path:
     """Decode the ``.wcodec`` file ``src`` to audio ``dst`` (format from its suffix: wav, flac, mp3, ogg)."""
+    dst = Path(dst)
+    fmt = dst.suffix.lstrip(".").lower() or "wav"
+    if fmt not in WRITE_FORMATS:
+        raise InvalidAudioError(f"cannot write {dst}: unknown audio format {fmt!r} (use {', '.join(WRITE_FORMATS)})")
     item = read_wcodec(src)
     codec = load_codec_model(model or item.model)
     if (codec.sample_rate, codec.channels, codec.cardinality) != (item.sample_rate, item.channels, item.cardinality):
@@ -80,15 +87,14 @@ def decompress_file(src: str | Path, dst: str | Path, model: str | Path | Compre
     pieces = item.codes.split(step, dim=-1)
     wavs = []
     with torch.inference_mode():
-        for i, piece in enumerate(tqdm(pieces, desc="decompress", unit="seg", disable=not progress)):
+        for i, piece in enumerate(tqdm(pieces, desc="decompress", unit="seg",
+                                       disable=not progress or len(pieces) == 1)):
             scale = item.scale
             if scale is not None:
                 scale = scale[i:i + 1] if item.segment_frames else scale
                 scale = scale[None]
             wavs.append(codec.decode(piece[None], scale)[0])
     wav = torch.cat(wavs, dim=-1)[..., : item.length]
-    dst = Path(dst)
-    fmt = dst.suffix.lstrip(".").lower() or "wav"
     # Keep the original level: no normalisation, only a guard against samples beyond full scale.
     return audio_write(dst.with_suffix(""), wav, item.sample_rate, format=fmt, normalize=False, strategy="clip",
                        peak_clip_headroom_db=0)
