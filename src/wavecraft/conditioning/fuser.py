@@ -1,0 +1,43 @@
+"""How projected conditions enter the language model: prepended to the input, or as cross-attention source."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from .attributes import ConditionTensor
+
+FUSE_METHODS = ("cross", "prepend")
+
+
+class ConditionFuser:
+    """Routes each named condition to ``cross`` or ``prepend`` (AudioCraft's ``fuser`` config section).
+
+    Conditions are taken in the order given (text conditioners first, then waveform ones, as AudioCraft's
+    provider orders them). Each ``prepend`` goes in front of what is already there, so a melody model's prefix
+    is ``[self_wav, description]``; ``cross`` conditions are concatenated along time.
+    """
+
+    def __init__(self, fuse2cond: Mapping[str, list[str]]) -> None:
+        unknown = [m for m, names in fuse2cond.items() if names and m not in FUSE_METHODS]
+        if unknown:
+            raise ValueError(f"condition fusion {unknown} is not supported (only {', '.join(FUSE_METHODS)})")
+        self.cond2fuse = {name: method for method, names in fuse2cond.items() for name in names}
+
+    @property
+    def has_cross(self) -> bool:
+        return "cross" in self.cond2fuse.values()
+
+    def fuse(self, conditions: Mapping[str, ConditionTensor]
+             ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """``{name: (emb [B, L, D], mask [B, L])} -> (prefix [B, P, D], cross_src [B, L', D], cross_mask [B, L'])``."""
+        prefix = cross = cross_mask = None
+        for name, (emb, mask) in conditions.items():
+            method = self.cond2fuse.get(name)
+            if method == "prepend":
+                prefix = emb if prefix is None else torch.cat([emb, prefix], dim=1)
+            elif method == "cross":
+                cross = emb if cross is None else torch.cat([cross, emb], dim=1)
+                cross_mask = mask if cross_mask is None else torch.cat([cross_mask, mask], dim=1)
+        return prefix, cross, cross_mask

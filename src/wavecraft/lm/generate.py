@@ -1,0 +1,122 @@
+"""Autoregressive generation over a codebook pattern, with classifier-free guidance.
+
+One loop serves every mode: plain conditional, batched CFG (conditional and null rows in one batch of 2B), and
+two-step CFG (two separate passes and caches per step). Each step feeds the newest pattern step(s) through the
+static-cache LM, combines the logits, picks the next codes and writes them where the pattern has a free slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .model import DecodeState, LMModel
+from .patterns import get_pattern_provider
+from .sampling import sample_next_token
+
+
+@dataclass
+class Conditions:
+    """Condition tensors for one pass: ``prefix [B, P, D]`` and/or ``cross_src [B, L, D]`` (+ ``cross_mask``)."""
+
+    prefix: torch.Tensor | None = None
+    cross_src: torch.Tensor | None = None
+    cross_mask: torch.Tensor | None = None
+
+    @staticmethod
+    def cat(a: Conditions, b: Conditions) -> Conditions:
+        """Stack along the batch (conditional rows, then null rows) for batched CFG."""
+        def both(x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None or y is None else torch.cat([x, y], dim=0)
+        return Conditions(both(a.prefix, b.prefix), both(a.cross_src, b.cross_src), both(a.cross_mask, b.cross_mask))
+
+    @property
+    def prefix_len(self) -> int:
+        return 0 if self.prefix is None else self.prefix.shape[1]
+
+
+@dataclass
+class SamplingParams:
+    use_sampling: bool = True
+    temperature: float = 1.0
+    top_k: int = 250
+    top_p: float = 0.0
+
+
+class _Pass:
+    """One stream of forward passes with its own decode state (and prefix, fed on the first call only)."""
+
+    def __init__(self, lm: LMModel, cond: Conditions, batch: int, steps: int) -> None:
+        self.lm = lm
+        self.prefix = cond.prefix
+        self.state: DecodeState = lm.new_state(batch, steps + cond.prefix_len, cond.cross_src, cond.cross_mask)
+
+    def __call__(self, sequence: torch.Tensor) -> torch.Tensor:
+        logits = self.lm.step(sequence, self.state, self.prefix)
+        self.prefix = None
+        return logits[:, :, -1]  # [B, K, card]: the prediction for the next step
+
+
+@torch.inference_mode()
+def generate(lm: LMModel, cond: Conditions, max_gen_len: int, null: Conditions | None = None,
+             cfg_coef: float = 3.0, two_step_cfg: bool = False, prompt: torch.Tensor | None = None,
+             sampling: SamplingParams | None = None, callback: Callable[[int, int], None] | None = None,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Generate ``max_gen_len`` frames of codes ``[B, K, max_gen_len]`` (prompt frames included, unchanged).
+
+    ``null`` enables classifier-free guidance: ``logits = uncond + (cond - uncond) * cfg_coef``. In batched mode
+    (default) ``cond`` and ``null`` must have equal prefix/cross lengths; with ``two_step_cfg`` they run as
+    separate passes. ``prompt [B, K, T_p]`` codes are kept and generation continues after them.
+    """
+    sampling = sampling or SamplingParams()
+    cfg = lm.cfg
+    batch = (cond.prefix if cond.prefix is not None else cond.cross_src).shape[0] if (
+        cond.prefix is not None or cond.cross_src is not None) else (prompt.shape[0] if prompt is not None else 1)
+    device = lm.linears[0].weight.device
+    prompt_len = 0 if prompt is None else prompt.shape[-1]
+    if prompt_len > max_gen_len:
+        raise ValueError(f"prompt of {prompt_len} frames is longer than max_gen_len={max_gen_len}")
+
+    pattern = get_pattern_provider(cfg.pattern, cfg.n_q, delays=list(cfg.delays)).get_pattern(max_gen_len)
+    unknown = -1
+    codes = torch.full((batch, cfg.n_q, max_gen_len), unknown, dtype=torch.long, device=device)
+    if prompt is not None:
+        codes[..., :prompt_len] = prompt
+    sequence, _, valid = pattern.build_pattern_sequence(codes, cfg.special_token)
+    steps = sequence.shape[-1]
+    start = pattern.get_first_step_with_timesteps(prompt_len)
+
+    if null is None:
+        passes = [_Pass(lm, cond, batch, steps)]
+    elif two_step_cfg:
+        passes = [_Pass(lm, cond, batch, steps), _Pass(lm, null, batch, steps)]
+    else:
+        passes = [_Pass(lm, Conditions.cat(cond, null), 2 * batch, steps)]
+
+    previous = 0
+    for offset in range(start, steps):
+        current = sequence[..., previous:offset]
+        if null is None:
+            logits = passes[0](current)
+        elif two_step_cfg:
+            cond_logits, null_logits = passes[0](current), passes[1](current)
+            logits = null_logits + (cond_logits - null_logits) * cfg_coef
+        else:
+            cond_logits, null_logits = passes[0](torch.cat([current, current], dim=0)).split(batch, dim=0)
+            logits = null_logits + (cond_logits - null_logits) * cfg_coef
+        next_codes = sample_next_token(logits.float(), sampling.use_sampling, sampling.temperature, sampling.top_k,
+                                       sampling.top_p, generator)  # [B, K, 1]
+        slot_valid = valid[..., offset:offset + 1].expand(batch, -1, -1)
+        next_codes[~slot_valid] = cfg.special_token
+        slot = sequence[..., offset:offset + 1]
+        sequence[..., offset:offset + 1] = torch.where(slot == unknown, next_codes, slot)
+        previous = offset
+        if callback is not None:
+            callback(1 + offset - start, steps - start)
+
+    out, _, out_valid = pattern.revert_pattern_sequence(sequence, special_token=unknown)
+    if not bool((out[out_valid.expand_as(out)] != unknown).all()):
+        raise RuntimeError("generation left unfilled codes (pattern bug)")
+    return out[..., :max_gen_len]

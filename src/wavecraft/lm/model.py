@@ -1,0 +1,205 @@
+"""The MusicGen language model: codebook embeddings, pre-norm transformer with a static KV cache, per-codebook heads.
+
+Parameter names follow AudioCraft's checkpoints (``emb.{k}``, ``transformer.layers.{i}.self_attn.in_proj_weight``,
+``linears.{k}``), so a native ``best_state`` loads as is. Conditioning arrives as tensors: a prefix to prepend
+and/or a cross-attention source; text encoders live in :mod:`wavecraft.conditioning`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import LMConfig
+
+
+def sin_embedding(positions: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal position embedding, cosine half first. ``positions [B, T, 1] -> [B, T, dim]`` (float32)."""
+    half = dim // 2
+    steps = torch.arange(half, device=positions.device, dtype=torch.float32).view(1, 1, -1)
+    period = torch.full([], max_period, device=positions.device, dtype=torch.float32)
+    phase = positions / (period ** (steps / (half - 1)))
+    return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
+
+
+@dataclass
+class DecodeState:
+    """Everything incremental decoding carries between steps, preallocated once per generation.
+
+    ``keys/values[i]`` are layer i's self-attention caches ``[B, H, max_len, head_dim]``; ``cross[i]`` its
+    cross-attention keys/values, computed once from the condition; ``pos`` is the number of cached positions.
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    cross: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    cross_mask: torch.Tensor | None = None  # [B, 1, 1, L] bool, True = attend
+    pos: int = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.keys[0].shape[2]
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with fused QKV (``in_proj_weight`` rows = [q; k; v]) writing into a static cache."""
+
+    def __init__(self, cfg: LMConfig) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * cfg.dim, cfg.dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * cfg.dim)) if cfg.bias_attn else None
+        self.out_proj = nn.Linear(cfg.dim, cfg.dim, bias=cfg.bias_attn)
+        self.causal = cfg.causal
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos: int) -> torch.Tensor:
+        """``x [B, T, D]`` at positions ``pos..pos+T-1``; ``keys/values [B, H, L, Dh]`` caches, updated in place."""
+        b, t, d = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(b, t, 3, self.num_heads, d // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, H, T, Dh]
+        keys[:, :, pos:pos + t] = k
+        values[:, :, pos:pos + t] = v
+        k_all, v_all = keys[:, :, :pos + t], values[:, :, :pos + t]
+        mask = None
+        causal = self.causal and t > 1
+        if causal and pos > 0:  # a multi-step chunk after cached steps: causal mask offset by pos
+            mask = torch.ones(t, pos + t, dtype=torch.bool, device=x.device).tril(pos)
+            causal = False
+        out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, is_causal=causal)
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+class CrossAttention(nn.Module):
+    """Attention from the audio stream to the condition (e.g. projected T5 states); K/V computed once."""
+
+    def __init__(self, cfg: LMConfig) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * cfg.dim, cfg.dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * cfg.dim)) if cfg.bias_attn else None
+        self.out_proj = nn.Linear(cfg.dim, cfg.dim, bias=cfg.bias_attn)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def _split(self, which: int, x: torch.Tensor) -> torch.Tensor:
+        dim = x.shape[-1]
+        bias = None if self.in_proj_bias is None else self.in_proj_bias[which * dim:(which + 1) * dim]
+        y = F.linear(x, self.in_proj_weight[which * dim:(which + 1) * dim], bias)
+        return y.view(x.shape[0], x.shape[1], self.num_heads, -1).transpose(1, 2)
+
+    def key_values(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``src [B, L, D] -> (keys, values) [B, H, L, Dh]``."""
+        return self._split(1, src), self._split(2, src)
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None
+                ) -> torch.Tensor:
+        b, t, d = x.shape
+        out = F.scaled_dot_product_attention(self._split(0, x), kv[0], kv[1], attn_mask=mask)
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm layer: ``x + SA(LN(x))``, then ``+ CA(LN(x), cond)``, then ``+ FFN(LN(x))`` (exact GELU)."""
+
+    def __init__(self, cfg: LMConfig) -> None:
+        super().__init__()
+        self.self_attn = SelfAttention(cfg)
+        self.norm1 = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        if cfg.cross_attention:
+            self.cross_attention = CrossAttention(cfg)
+            self.norm_cross = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.linear1 = nn.Linear(cfg.dim, cfg.hidden_scale * cfg.dim, bias=cfg.bias_ff)
+        self.linear2 = nn.Linear(cfg.hidden_scale * cfg.dim, cfg.dim, bias=cfg.bias_ff)
+        self.norm2 = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+
+    def forward(self, x: torch.Tensor, state: DecodeState, index: int) -> torch.Tensor:
+        x = x + self.self_attn(self.norm1(x), state.keys[index], state.values[index], state.pos)
+        if state.cross:
+            x = x + self.cross_attention(self.norm_cross(x), state.cross[index], state.cross_mask)
+        return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: LMConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.num_layers))
+
+
+class LMModel(nn.Module):
+    """Codes in, next-step logits out.
+
+    Shapes: ``forward(sequence [B, K, S], ...) -> logits [B, K, S, card]`` where ``sequence`` is already laid out
+    by a codebook pattern, and ``logits[:, :, s]`` predicts step ``s + 1``.
+    """
+
+    def __init__(self, cfg: LMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.emb = nn.ModuleList(nn.Embedding(cfg.card + 1, cfg.dim) for _ in range(cfg.n_q))
+        self.transformer = Transformer(cfg)
+        self.out_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.linears = nn.ModuleList(nn.Linear(cfg.dim, cfg.card, bias=cfg.bias_proj) for _ in range(cfg.n_q))
+
+    @property
+    def special_token(self) -> int:
+        return self.cfg.card
+
+    def new_state(self, batch: int, max_len: int, cross_src: torch.Tensor | None = None,
+                  cross_mask: torch.Tensor | None = None) -> DecodeState:
+        """Preallocate caches for ``max_len`` positions (prefix included) and the cross-attention keys/values.
+
+        ``cross_src [B, L, D]``; ``cross_mask [B, L]`` (1 = real token) is used only if the config asks for it.
+        """
+        ref = self.linears[0].weight
+        shape = (batch, self.cfg.num_heads, max_len, self.cfg.head_dim)
+        state = DecodeState(keys=[ref.new_zeros(shape) for _ in self.transformer.layers],
+                            values=[ref.new_zeros(shape) for _ in self.transformer.layers])
+        if self.cfg.cross_attention:
+            if cross_src is None:
+                raise ValueError("this model has cross-attention and needs a condition (cross_src)")
+            src = cross_src.to(ref.dtype)
+            state.cross = [layer.cross_attention.key_values(src) for layer in self.transformer.layers]
+            if self.cfg.cross_attention_mask and cross_mask is not None:
+                keep = cross_mask.bool()
+                # A row with no real token (a null condition) attends to everything, as an additive large-negative
+                # mask does: a boolean all-False row would give NaN.
+                keep = keep | ~keep.any(dim=-1, keepdim=True)
+                state.cross_mask = keep[:, None, None, :]
+        return state
+
+    def embed(self, sequence: torch.Tensor) -> torch.Tensor:
+        """``[B, K, S] -> [B, S, D]``: sum of the K codebook embeddings."""
+        out = self.emb[0](sequence[:, 0])
+        for k in range(1, self.cfg.n_q):
+            out = out + self.emb[k](sequence[:, k])
+        return out
+
+    def step(self, sequence: torch.Tensor, state: DecodeState, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the next ``S`` steps incrementally: ``sequence [B, K, S] -> logits [B, K, S, card]``.
+
+        ``prefix [B, P, D]`` (prepended conditions) goes in front on the first call; its positions are not
+        returned. Positions continue from ``state.pos``.
+        """
+        x = self.embed(sequence)
+        if prefix is not None:
+            x = torch.cat([prefix.to(x.dtype), x], dim=1)
+        steps = x.shape[1]
+        if state.pos + steps > state.max_len:
+            raise ValueError(f"decode state holds {state.max_len} positions, {state.pos + steps} needed")
+        positions = torch.arange(state.pos, state.pos + steps, device=x.device).view(1, -1, 1)
+        x = x + self.cfg.positional_scale * sin_embedding(positions, self.cfg.dim, self.cfg.max_period).to(x.dtype)
+        for i, layer in enumerate(self.transformer.layers):
+            x = layer(x, state, i)
+        state.pos += steps
+        x = self.out_norm(x[:, steps - sequence.shape[-1]:])
+        return torch.stack([head(x) for head in self.linears], dim=1)
+
+    def forward(self, sequence: torch.Tensor, cross_src: torch.Tensor | None = None,
+                cross_mask: torch.Tensor | None = None, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits for a whole sequence (training, evaluation)."""
+        length = sequence.shape[-1] + (0 if prefix is None else prefix.shape[1])
+        state = self.new_state(sequence.shape[0], length, cross_src, cross_mask)
+        return self.step(sequence, state, prefix)
