@@ -10,6 +10,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    "MusicGen": ("wavecraft.models.musicgen", "MusicGen"),
+    "AudioGen": ("wavecraft.models.audiogen", "AudioGen"),
     "EnCodec": ("wavecraft.codec", "EnCodec"),
     "CompressionModel": ("wavecraft.codec", "CompressionModel"),
     "audio_write": ("wavecraft.audio", "audio_write"),

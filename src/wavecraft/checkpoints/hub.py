@@ -38,7 +38,7 @@ def find_file(name_or_path: str | Path, filename: str, required: bool = True) ->
         return None
     name = str(name_or_path)
     if not _looks_like_repo_id(name):
-        raise CheckpointError(f"checkpoint not found: {name} (no such file or directory)")
+        raise CheckpointError(f"checkpoint not found: {name} (no such file or directory, and not a hub repo id)")
     return _hub_download(name, filename, required)
 
 
@@ -61,7 +61,8 @@ def _hub_download(repo_id: str, filename: str, required: bool) -> Path | None:
             return None
         raise CheckpointError(
             f"{repo_id}/{filename} is not in the local cache and the hub cannot be reached "
-            "(offline or HF_HUB_OFFLINE=1); pass a local path instead") from None
+            "(offline or HF_HUB_OFFLINE=1): download the repo files elsewhere and pass their local folder, "
+            "or put them in the HF cache / $WAVECRAFT_CACHE_DIR") from None
     except EntryNotFoundError:
         if required:
             raise CheckpointError(f"{repo_id} has no file {filename}") from None

@@ -47,6 +47,10 @@ class T5Conditioner(nn.Module):
             self._encoder = (tokenizer, encoder.to(self.output_proj.weight.device))
         return self._encoder
 
+    def set_encoder(self, tokenizer: object, encoder: nn.Module) -> None:
+        """Use this tokenizer + encoder (e.g. a local or fine-tuned T5) instead of loading ``encoder_name``."""
+        self._encoder = (tokenizer, encoder.eval().to(self.output_proj.weight.device))
+
     @torch.no_grad()
     def encoder_states(self, texts: Sequence[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
         """Run T5: ``texts -> (hidden [B, L, E], mask [B, L])``; ``None`` rows get an all-zero mask.

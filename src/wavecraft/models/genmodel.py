@@ -1,0 +1,225 @@
+"""What MusicGen and AudioGen share: conditioning, CFG, long-form windowing, prompts, decoding to audio."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..audio import convert_audio
+from ..checkpoints.lm import LMBundle
+from ..codec.compression import CompressionModel, InterleaveStereoCompressionModel
+from ..conditioning import T5Conditioner
+from ..errors import WavecraftError
+from ..lm.generate import Conditions, SamplingParams, generate
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class GenerationError(WavecraftError, ValueError):
+    """Invalid generation arguments: descriptions, durations, prompts."""
+
+
+class BaseGenModel:
+    """A text-conditioned token generator plus the codec that turns its tokens into audio."""
+
+    default_duration = 30.0
+
+    def __init__(self, name: str, compression_model: CompressionModel, bundle: LMBundle,
+                 max_duration: float | None = None) -> None:
+        self.name = name
+        if bundle.interleave_stereo and compression_model.channels == 1:
+            compression_model = InterleaveStereoCompressionModel(compression_model)
+        if compression_model.num_codebooks != bundle.lm.cfg.n_q:
+            compression_model.set_num_codebooks(bundle.lm.cfg.n_q)
+        self.compression_model = compression_model.eval()
+        self.bundle = bundle
+        self.lm = bundle.lm.eval()
+        self.max_duration = float(max_duration or bundle.max_duration or 30.0)
+        self.duration = min(self.default_duration, self.max_duration)
+        self.extend_stride: float | None = None
+        self.sampling = SamplingParams()
+        self.cfg_coef = bundle.cfg_coef
+        self.two_step_cfg = bundle.two_step_cfg
+        self.generator: torch.Generator | None = None
+        self._progress_callback: ProgressCallback | None = None
+
+    # -- properties ---------------------------------------------------------------------------------------------
+    @property
+    def frame_rate(self) -> float:
+        return self.compression_model.frame_rate
+
+    @property
+    def sample_rate(self) -> int:
+        return self.compression_model.sample_rate
+
+    @property
+    def audio_channels(self) -> int:
+        return self.compression_model.channels
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm.linears[0].weight.device
+
+    # -- parameters -----------------------------------------------------------------------------------------------
+    def set_generation_params(self, use_sampling: bool = True, top_k: int = 250, top_p: float = 0.0,
+                              temperature: float = 1.0, duration: float = 30.0, cfg_coef: float = 3.0,
+                              cfg_coef_beta: float | None = None, two_step_cfg: bool = False,
+                              extend_stride: float = 18, seed: int | None = None) -> None:
+        """Set sampling and length. ``top_p > 0`` wins over ``top_k``; ``seed`` makes sampling reproducible.
+
+        ``duration`` may exceed the model's ``max_duration``: generation then continues in windows that keep the
+        last ``max_duration - extend_stride`` seconds as context.
+        """
+        if not (isinstance(duration, (int, float)) and math.isfinite(duration) and duration > 0):
+            raise GenerationError(f"duration must be a positive number of seconds, got {duration!r}")
+        if not 0 < extend_stride < self.max_duration:
+            raise GenerationError(f"extend_stride must be in (0, max_duration={self.max_duration:g}), "
+                                  f"got {extend_stride}")
+        if cfg_coef_beta is not None:
+            raise GenerationError("cfg_coef_beta (double CFG) needs a style conditioner, which this model lacks")
+        if temperature < 0 or top_k < 0 or not 0 <= top_p <= 1:
+            raise GenerationError(f"invalid sampling: temperature={temperature}, top_k={top_k}, top_p={top_p}")
+        self.sampling = SamplingParams(use_sampling, temperature, top_k, top_p)
+        self.duration = float(duration)
+        self.cfg_coef = cfg_coef
+        self.two_step_cfg = two_step_cfg
+        self.extend_stride = extend_stride
+        self.generator = None
+        if seed is not None:
+            self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    def set_custom_progress_callback(self, progress_callback: ProgressCallback | None = None) -> None:
+        """``progress_callback(generated_steps, total_steps)``, called after every decoding step."""
+        self._progress_callback = progress_callback
+
+    # -- public generation API ----------------------------------------------------------------------------------
+    def generate_unconditional(self, num_samples: int, progress: bool = False, return_tokens: bool = False):  # noqa: ANN201
+        """``num_samples`` clips with no text: ``wav [num_samples, C, duration * sample_rate]``."""
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise GenerationError(f"num_samples must be a positive integer, got {num_samples!r}")
+        return self._finish(self._generate_tokens([None] * num_samples, None, progress), return_tokens)
+
+    def generate(self, descriptions: Sequence[str], progress: bool = False, return_tokens: bool = False):  # noqa: ANN201
+        """One clip per description: ``wav [B, C, duration * sample_rate]`` (and the tokens ``[B, K, F]``)."""
+        texts = self._check_descriptions(descriptions, allow_none=False)
+        return self._finish(self._generate_tokens(texts, None, progress), return_tokens)
+
+    def generate_continuation(self, prompt: torch.Tensor, prompt_sample_rate: int,
+                              descriptions: Sequence[str | None] | None = None, progress: bool = False,
+                              return_tokens: bool = False):  # noqa: ANN201
+        """Continue ``prompt [B, C, T]`` or ``[C, T]``; the output starts with the (re-decoded) prompt."""
+        if not isinstance(prompt, torch.Tensor) or prompt.dim() not in (2, 3):
+            raise GenerationError("prompt must be a tensor [B, C, T] or [C, T]")
+        if prompt.dim() == 2:
+            prompt = prompt[None]
+        if not isinstance(prompt_sample_rate, int) or prompt_sample_rate <= 0:
+            raise GenerationError(f"prompt_sample_rate must be a positive integer, got {prompt_sample_rate!r}")
+        if prompt.shape[-1] == 0 or not bool(torch.isfinite(prompt).all()):
+            raise GenerationError("prompt audio is empty or contains NaN/inf samples")
+        texts = [None] * prompt.shape[0] if descriptions is None else \
+            self._check_descriptions(descriptions, allow_none=True)
+        if len(texts) != prompt.shape[0]:
+            raise GenerationError(f"{len(texts)} descriptions for {prompt.shape[0]} prompts")
+        prompt_seconds = prompt.shape[-1] / prompt_sample_rate
+        if prompt_seconds > min(self.duration, self.max_duration):
+            raise GenerationError(f"prompt of {prompt_seconds:.2f} s is longer than the generation duration "
+                                  f"({min(self.duration, self.max_duration):g} s)")
+        wav = convert_audio(prompt.to(self.device), prompt_sample_rate, self.sample_rate, self.audio_channels)
+        with torch.inference_mode():
+            prompt_tokens, scale = self.compression_model.encode(wav)
+        if scale is not None:
+            raise GenerationError("this codec renormalises its input; it cannot encode prompts for generation")
+        return self._finish(self._generate_tokens(texts, prompt_tokens, progress), return_tokens)
+
+    def generate_audio(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens [B, K, F] -> wav [B, C, F * hop]``."""
+        with torch.inference_mode():
+            return self.compression_model.decode(tokens, None)
+
+    # -- internals -----------------------------------------------------------------------------------------------
+    def _finish(self, tokens: torch.Tensor, return_tokens: bool):  # noqa: ANN202
+        wav = self.generate_audio(tokens)
+        return (wav, tokens) if return_tokens else wav
+
+    @staticmethod
+    def _check_descriptions(descriptions: Sequence[str | None], allow_none: bool) -> list[str | None]:
+        if isinstance(descriptions, str) or not isinstance(descriptions, Sequence):
+            raise GenerationError("descriptions must be a list of strings")
+        if len(descriptions) == 0:
+            raise GenerationError("descriptions is empty: give at least one text")
+        for d in descriptions:
+            if d is None and allow_none:
+                continue
+            if not isinstance(d, str):
+                raise GenerationError(f"descriptions must be strings, got {type(d).__name__}")
+            if len(d) > 10_000:
+                raise GenerationError(f"a description of {len(d)} characters is too long (max 10000)")
+        return list(descriptions)
+
+    def _conditions(self, texts: list[str | None]) -> tuple[Conditions, Conditions | None]:
+        """Project the text condition of every row and its CFG null, as the reference batches them."""
+        null_needed = self.cfg_coef != 1.0 or self.two_step_cfg
+        encoded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        nulls: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for name, conditioner in self.bundle.conditioners.items():
+            if not isinstance(conditioner, T5Conditioner):
+                raise GenerationError(f"conditioner {name!r} is not a text conditioner")
+            with torch.inference_mode():
+                if null_needed and not self.two_step_cfg:
+                    # Conditional and null rows are tokenized together, so both share the padded length.
+                    emb, mask = conditioner(texts + [None] * len(texts))
+                    encoded[name] = (emb[: len(texts)], mask[: len(texts)])
+                    nulls[name] = (emb[len(texts):], mask[len(texts):])
+                else:
+                    encoded[name] = conditioner(texts)
+                    if null_needed:
+                        nulls[name] = conditioner([None] * len(texts))
+        cond = Conditions(*self.bundle.fuser.fuse(encoded))
+        null = Conditions(*self.bundle.fuser.fuse(nulls)) if null_needed else None
+        return cond, null
+
+    def _progress(self, progress: bool, offset: int, total: int) -> ProgressCallback | None:
+        if self._progress_callback is not None:
+            user = self._progress_callback
+            return lambda done, _steps: user(done + offset, total)
+        if progress:
+            return lambda done, _steps: print(f"{done + offset: 6d} / {total: 6d}", end="\r", file=sys.stderr)
+        return None
+
+    def _generate_tokens(self, texts: list[str | None], prompt_tokens: torch.Tensor | None,
+                         progress: bool) -> torch.Tensor:
+        total_len = int(self.duration * self.frame_rate)
+        if total_len < 1:
+            raise GenerationError(f"duration {self.duration} s is shorter than one frame")
+        cond, null = self._conditions(texts)
+        prompt_len = 0 if prompt_tokens is None else prompt_tokens.shape[-1]
+        if prompt_len > total_len:
+            raise GenerationError("the prompt is longer than the requested duration")
+        # The LM's coefficient in two-step mode is the stored one, as in the reference.
+        cfg_coef = self.bundle.cfg_coef if self.two_step_cfg else self.cfg_coef
+
+        def run(prompt: torch.Tensor | None, max_gen_len: int, offset: int) -> torch.Tensor:
+            return generate(self.lm, cond, max_gen_len, null=null, cfg_coef=cfg_coef, two_step_cfg=self.two_step_cfg,
+                            prompt=prompt, sampling=self.sampling, generator=self.generator,
+                            callback=self._progress(progress, offset, total_len))
+
+        if self.duration <= self.max_duration:
+            return run(prompt_tokens, total_len, 0)
+        if self.extend_stride is None:
+            raise GenerationError("durations beyond max_duration need set_generation_params(extend_stride=...)")
+        # Sliding windows: each keeps the last (max_duration - extend_stride) s as a prompt; positions restart at 0.
+        stride = int(self.frame_rate * self.extend_stride)
+        chunks = [] if prompt_tokens is None else [prompt_tokens]
+        offset = 0
+        while offset + prompt_len < total_len:
+            window_seconds = min(self.duration - offset / self.frame_rate, self.max_duration)
+            out = run(prompt_tokens, int(window_seconds * self.frame_rate), offset)
+            chunks.append(out if prompt_tokens is None else out[..., prompt_tokens.shape[-1]:])
+            prompt_tokens = out[..., stride:]
+            prompt_len = prompt_tokens.shape[-1]
+            offset += stride
+        return torch.cat(chunks, dim=-1)
+
