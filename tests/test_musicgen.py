@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 import torch
-from textenc import tiny_t5
 
 import wavecraft.models.genmodel as genmodel
+from textenc import tiny_t5
 from wavecraft import MusicGen
 from wavecraft.errors import WavecraftError
 

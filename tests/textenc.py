@@ -10,8 +10,9 @@ def tiny_t5(d_model: int = 768, seed: int = 0):
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
-    words = ("a the and with of in slow fast piano guitar drums synth bass rock jazz calm upbeat music song "
-             "bright dark warm soft loud waltz ballad pop beat strings sad happy").split()
+    words = ["a", "the", "and", "with", "of", "in", "slow", "fast", "piano", "guitar", "drums", "synth",
+             "bass", "rock", "jazz", "calm", "upbeat", "music", "song", "bright", "dark", "warm", "soft",
+             "loud", "waltz", "ballad", "pop", "beat", "strings", "sad", "happy"]
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
