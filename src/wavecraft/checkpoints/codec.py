@@ -16,8 +16,9 @@ import torch
 from ..codec.compression import CompressionModel, EnCodec
 from ..codec.config import CodecConfig
 from ..errors import CheckpointError
+from .files import read_json, read_weights
 from .hub import find_file
-from .safe_load import load_safetensors, load_torch_file, load_weights
+from .safe_load import load_torch_file, load_weights
 from .xp_config import parse_xp_config, section
 
 WAVECRAFT_CODEC = "wavecraft_codec"
@@ -48,40 +49,31 @@ def _load(name_or_path: str | Path) -> EnCodec:
     path = Path(name_or_path).expanduser()
     if path.is_file():
         if path.suffix == ".json":
-            return _load_config_json(path)
+            return _load_config_json(path, path.parent)
         if path.suffix == ".safetensors":
             config = path.parent / "config.json"
             if not config.is_file():
                 raise CheckpointError(f"{path}: a safetensors file needs a config.json beside it")
-            return _load_config_json(config, weights=path)
+            return _load_config_json(config, path.parent, weights=path)
         return _load_torch_package(path)
     config = find_file(name_or_path, "config.json", required=False)
-    model_type = _read_json(config).get("model_type") if config else None
+    model_type = read_json(config).get("model_type") if config else None
     if model_type in (WAVECRAFT_CODEC, "encodec"):
-        return _load_config_json(config)  # type: ignore[arg-type]
+        return _load_config_json(config, name_or_path)  # type: ignore[arg-type]
     # MusicGen-style repos: AudioCraft's codec package is smaller than the composite transformers weights.
     package = find_file(name_or_path, "compression_state_dict.bin", required=False)
     if package is not None:
         return _load_torch_package(package)
     if config is not None and model_type in ("musicgen", "musicgen_melody"):
-        return _load_config_json(config)
+        return _load_config_json(config, name_or_path)
     raise CheckpointError(f"{name_or_path}: no codec checkpoint found (expected config.json with model weights, "
                           "or compression_state_dict.bin)")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: unreadable JSON ({' '.join(str(e).split())[:100]})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return data
-
-
 # -- wavecraft and transformers layouts -------------------------------------------------------------------------------
-def _load_config_json(config_path: Path, weights: Path | None = None) -> EnCodec:
-    data = _read_json(config_path)
+def _load_config_json(config_path: Path, source: str | Path, weights: Path | None = None) -> EnCodec:
+    """``source``: the directory or hub repo the config came from (where the weight files are fetched)."""
+    data = read_json(config_path)
     model_type = data.get("model_type")
     prefix = ""
     if model_type == WAVECRAFT_CODEC:
@@ -93,7 +85,9 @@ def _load_config_json(config_path: Path, weights: Path | None = None) -> EnCodec
         prefix = "audio_encoder."
     else:
         raise CheckpointError(f"{config_path}: model_type {model_type!r} is not a codec")
-    state = _read_weights(config_path.parent, weights, prefix)
+    state = load_weights(weights) if weights is not None else read_weights(source, prefix)
+    if weights is not None and prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if model_type != WAVECRAFT_CODEC:
         state = rename_transformers_codec_keys(state, EnCodec(cfg).state_dict().keys())
     return _instantiate(cfg, state, config_path)
@@ -104,29 +98,6 @@ def _build_config(make: Any, where: Path) -> CodecConfig:
         return make()
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: invalid codec config ({' '.join(str(e).split())[:150]})") from None
-
-
-def _read_weights(directory: Path, weights: Path | None, prefix: str) -> dict[str, torch.Tensor]:
-    """Weights beside a config.json: one safetensors/bin file or a sharded safetensors index."""
-    if weights is None:
-        for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"):
-            found = find_file(directory, name, required=False)
-            if found is not None:
-                weights = found
-                break
-        else:
-            raise CheckpointError(f"{directory}: no model.safetensors or pytorch_model.bin beside config.json")
-    if weights.name.endswith(".index.json"):
-        weight_map = _read_json(weights).get("weight_map", {})
-        shards = sorted({f for k, f in weight_map.items() if k.startswith(prefix)})
-        state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state.update(load_safetensors(weights.parent / shard))
-    else:
-        state = load_weights(weights)
-    if prefix:
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    return state
 
 
 def codec_config_from_transformers(hf: dict[str, Any]) -> CodecConfig:

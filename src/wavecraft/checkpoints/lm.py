@@ -18,6 +18,7 @@ from ..errors import CheckpointError
 from ..lm.config import LMConfig
 from ..lm.model import LMModel
 from .codec import check_state_dict
+from .files import read_json, read_weights
 from .hub import find_file
 from .safe_load import load_torch_file
 from .xp_config import parse_xp_config, section
@@ -83,8 +84,25 @@ def _conditioners_from_xp(root: dict[str, Any], dim: int, state: dict[str, torch
 
 
 def load_lm_bundle(name_or_path: str | Path) -> LMBundle:
-    """Load an AudioCraft LM checkpoint (file, directory holding ``state_dict.bin``, or hub repo)."""
-    path = find_file(name_or_path, "state_dict.bin")
+    """Load a language model: AudioCraft ``state_dict.bin`` or a transformers MusicGen ``config.json`` layout.
+
+    ``name_or_path`` is a checkpoint file, a directory, or a hub repo id. Where a repo holds both layouts (the
+    official ``facebook/musicgen-*`` repos do), AudioCraft's is used: it is the reference.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return _load_transformers(path, path.parent) if path.suffix == ".json" else _load_audiocraft(path)
+    package = find_file(name_or_path, "state_dict.bin", required=False)
+    if package is not None:
+        return _load_audiocraft(package)
+    config = find_file(name_or_path, "config.json", required=False)
+    if config is not None:
+        return _load_transformers(config, name_or_path)
+    raise CheckpointError(f"{name_or_path}: no language model found (expected state_dict.bin, or config.json with "
+                          "model.safetensors)")
+
+
+def _load_audiocraft(path: Path) -> LMBundle:
     package = load_torch_file(path)  # type: ignore[arg-type]
     if not isinstance(package, dict) or "xp.cfg" not in package or "best_state" not in package:
         raise CheckpointError(f"{path}: not an AudioCraft LM checkpoint (needs 'xp.cfg' and 'best_state')")
@@ -116,3 +134,108 @@ def load_lm_bundle(name_or_path: str | Path) -> LMBundle:
         two_step_cfg=bool(section(root, "transformer_lm").get("two_step_cfg", False)),
         max_duration=dataset.get("segment_duration"), sample_rate=int(section(root, "sample_rate", 32000)),
         channels=int(section(root, "channels", 1)), interleave_stereo=bool(stereo.get("use", False)))
+
+
+# -- transformers layout ------------------------------------------------------------------------------------------
+_HF_LAYER_NAMES = {"self_attn_layer_norm": "norm1", "encoder_attn_layer_norm": "norm_cross",
+                   "final_layer_norm": "norm2", "fc1": "linear1", "fc2": "linear2", "encoder_attn": "cross_attention",
+                   "self_attn": "self_attn"}
+
+
+def lm_config_from_transformers(data: dict[str, Any]) -> LMConfig:
+    dec = data["decoder"]
+    if dec.get("activation_function", "gelu") != "gelu" or dec.get("scale_embedding", False):
+        raise ValueError("only gelu activations without embedding scaling are supported")
+    hidden, ffn = dec.get("hidden_size", 1024), dec.get("ffn_dim", 4096)
+    n_q, channels = dec.get("num_codebooks", 4), dec.get("audio_channels", 1)
+    # Stereo checkpoints interleave L/R codebooks, each pair sharing the delay of its mono codebook.
+    delays = tuple(range(n_q)) if channels == 1 else tuple(k // 2 for k in range(n_q))
+    return LMConfig(dim=hidden, num_heads=dec.get("num_attention_heads", 16),
+                    num_layers=dec.get("num_hidden_layers", 24), hidden_scale=ffn // hidden, n_q=n_q,
+                    card=dec.get("vocab_size", 2048), cross_attention=data.get("model_type") == "musicgen",
+                    cross_attention_mask=True, delays=delays)
+
+
+def rename_transformers_lm_keys(state: dict[str, torch.Tensor]
+                                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """transformers MusicGen names -> ``(lm_state, text_projection_state)``; q/k/v projections are fused."""
+    lm: dict[str, torch.Tensor] = {}
+    proj: dict[str, torch.Tensor] = {}
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        if key.startswith("enc_to_dec_proj."):
+            proj["output_proj." + key[len("enc_to_dec_proj."):]] = value
+        elif key.startswith("decoder.lm_heads."):
+            lm["linears." + key[len("decoder.lm_heads."):]] = value
+        elif key.startswith("decoder.model.decoder."):
+            rest = key[len("decoder.model.decoder."):]
+            if rest.startswith("embed_tokens."):
+                lm["emb." + rest[len("embed_tokens."):]] = value
+            elif rest.startswith("layer_norm."):
+                lm["out_norm." + rest[len("layer_norm."):]] = value
+            elif rest.startswith("layers."):
+                _, index, module, *tail = rest.split(".")
+                target = f"transformer.layers.{index}.{_HF_LAYER_NAMES.get(module, module)}"
+                if tail[0] in ("q_proj", "k_proj", "v_proj"):
+                    qkv.setdefault(target, {})[tail[0][0]] = value
+                else:
+                    lm[f"{target}.{'.'.join(tail)}"] = value
+            elif not rest.startswith("embed_positions"):
+                lm[key] = value  # unknown: reported by the shape/name check
+    for target, parts in qkv.items():
+        if set(parts) != {"q", "k", "v"}:
+            raise CheckpointError(f"{target}: incomplete q/k/v projections in the checkpoint")
+        lm[f"{target}.in_proj_weight"] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+    return lm, proj
+
+
+def _t5_loader(source: Path | str, text_config: dict[str, Any]) -> Any:
+    """Builds the checkpoint's own T5 encoder and the repo's tokenizer, on first use."""
+    def load() -> tuple[object, nn.Module]:
+        from transformers import AutoTokenizer, T5Config, T5EncoderModel
+
+        encoder = T5EncoderModel(T5Config.from_dict(text_config))
+        missing, unexpected = encoder.load_state_dict(read_weights(source, "text_encoder."), strict=False)
+        if unexpected or set(missing) - {"encoder.embed_tokens.weight"}:
+            raise CheckpointError(f"{source}: text encoder weights do not match its config")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(source))
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{source}: no usable tokenizer files ({' '.join(str(e).split())[:100]})") from None
+        return tokenizer, encoder.eval()
+    return load
+
+
+def _load_transformers(config_path: Path, source: str | Path) -> LMBundle:
+    data = read_json(config_path)
+    if data.get("model_type") != "musicgen":
+        raise CheckpointError(f"{config_path}: model_type {data.get('model_type')!r} is not a MusicGen LM")
+    directory = config_path.parent
+    try:
+        cfg = lm_config_from_transformers(data)
+    except (KeyError, TypeError, ValueError) as e:
+        detail = " ".join(str(e).split())[:150]
+        raise CheckpointError(f"{config_path}: unsupported or invalid config ({detail})") from None
+    state = read_weights(source)
+    lm_state, proj_state = rename_transformers_lm_keys(state)
+    text_cfg = data.get("text_encoder", {})
+    text_dim = text_cfg.get("d_model", 768)
+    conditioner = T5Conditioner(cfg.dim, str(source), text_dim, encoder_loader=_t5_loader(source, text_cfg))
+    if not proj_state:  # equal widths: transformers adds no projection
+        with torch.no_grad():
+            conditioner.output_proj.weight.copy_(torch.eye(cfg.dim, text_dim))
+            conditioner.output_proj.bias.zero_()
+        proj_state = {k: v.clone() for k, v in conditioner.state_dict().items()}
+    lm = LMModel(cfg)
+    check_state_dict(lm, lm_state, config_path)
+    check_state_dict(conditioner, proj_state, config_path)
+    lm.load_state_dict(lm_state)
+    conditioner.load_state_dict(proj_state)
+    generation = directory / "generation_config.json"
+    guidance = read_json(generation).get("guidance_scale", 3.0) if generation.is_file() else 3.0
+    audio = data.get("audio_encoder", {})
+    return LMBundle(lm=lm.eval(), conditioners=nn.ModuleDict({"description": conditioner.eval()}),
+                    fuser=ConditionFuser({"cross": ["description"]}), cfg_coef=float(guidance or 3.0),
+                    max_duration=30.0, sample_rate=int(audio.get("sampling_rate", 32000)),
+                    channels=int(data["decoder"].get("audio_channels", 1)),
+                    interleave_stereo=data["decoder"].get("audio_channels", 1) == 2)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -24,14 +24,18 @@ class T5Conditioner(nn.Module):
     to :meth:`project` instead.
     """
 
-    def __init__(self, output_dim: int, encoder_name: str = "t5-base", encoder_dim: int | None = None) -> None:
+    def __init__(self, output_dim: int, encoder_name: str = "t5-base", encoder_dim: int | None = None,
+                 encoder_loader: Callable[[], tuple[object, nn.Module]] | None = None) -> None:
         super().__init__()
         self.encoder_name = encoder_name
+        self._encoder_loader = encoder_loader  # e.g. the T5 stored inside a transformers MusicGen checkpoint
         encoder_dim = encoder_dim or T5_DIMS.get(encoder_name, 768)
         self.output_proj = nn.Linear(encoder_dim, output_dim)
         self._encoder: tuple[object, nn.Module] | None = None
 
     def _load_encoder(self) -> tuple[object, nn.Module]:
+        if self._encoder is None and self._encoder_loader is not None:
+            self.set_encoder(*self._encoder_loader())
         if self._encoder is None:
             try:
                 from transformers import AutoTokenizer, T5EncoderModel

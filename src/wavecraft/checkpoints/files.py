@@ -1,0 +1,44 @@
+"""Reading the files of a transformers-style checkpoint folder or hub repo: JSON configs and (sharded) weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from .hub import find_file
+from .safe_load import load_safetensors, load_weights
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable JSON ({' '.join(str(e).split())[:100]})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_weights(source: str | Path, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Weights of a local folder or hub repo ``source``: ``model.safetensors``, its sharded index, or
+    ``pytorch_model.bin``. Only tensors whose name starts with ``prefix`` are kept (prefix stripped); only the
+    shards holding them are read.
+    """
+    for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"):
+        found = find_file(source, name, required=False)
+        if found is not None:
+            break
+    else:
+        raise CheckpointError(f"{source}: no model.safetensors or pytorch_model.bin beside config.json")
+    if found.name.endswith(".index.json"):
+        weight_map = read_json(found).get("weight_map", {})
+        state: dict[str, torch.Tensor] = {}
+        for shard in sorted({f for k, f in weight_map.items() if k.startswith(prefix)}):
+            state.update(load_safetensors(find_file(source, shard)))  # type: ignore[arg-type]
+    else:
+        state = load_weights(found)
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
