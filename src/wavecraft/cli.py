@@ -22,12 +22,48 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bandwidth", type=float, default=None, help="target bitrate in kbps (selects codebooks)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    p = sub.add_parser("generate", help="text-to-music with MusicGen")
+    _generation_args(p, default_model="facebook/musicgen-small", default_duration=10.0)
+    p = sub.add_parser("sfx", help="text-to-sound with AudioGen")
+    _generation_args(p, default_model="facebook/audiogen-medium", default_duration=5.0)
+
     p = sub.add_parser("decompress", help="decode a .wcodec file to audio")
     p.add_argument("input", help=".wcodec file")
     p.add_argument("output", help="output audio file; format from the suffix (wav, flac, mp3, ogg)")
     p.add_argument("--model", default=None, help="codec to decode with (default: the one named in the file)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
+
+
+def _generation_args(p: argparse.ArgumentParser, default_model: str, default_duration: float) -> None:
+    p.add_argument("prompts", nargs="*", help="text descriptions, one clip each")
+    p.add_argument("--prompts-file", help="a text file with one description per line")
+    p.add_argument("--model", default=default_model, help=f"hub name, directory or file (default: {default_model})")
+    p.add_argument("--duration", type=float, default=default_duration, help="seconds per clip")
+    p.add_argument("--seed", type=int, default=None, help="random seed (reproducible sampling)")
+    p.add_argument("--top-k", type=int, default=250)
+    p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling; wins over --top-k when > 0")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance coefficient")
+    p.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
+    p.add_argument("--two-step-cfg", action="store_true", help="run conditional and null passes separately")
+    p.add_argument("--extend-stride", type=float, default=None,
+                   help="window stride beyond the max duration (default: 18 s music, 2 s sfx)")
+    p.add_argument("--continue-from", help="audio file to continue (its audio starts the output)")
+    p.add_argument("--text-encoder", help="local T5 folder or hub name to use instead of the model's default")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("-o", "--output", default="output.wav", help="output file; several prompts get _0, _1, ...")
+    p.add_argument("--format", choices=["wav", "flac", "mp3", "ogg"], default=None,
+                   help="audio format (default: from the output suffix, else wav)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from .models.generation_job import GenerationJob
+
+    job = GenerationJob.from_args(args, kind="sfx" if args.command == "sfx" else "music")
+    for path in job.run():
+        print(path)
 
 
 def _compress(args: argparse.Namespace) -> None:
@@ -52,7 +88,7 @@ def _decompress(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    commands = {"compress": _compress, "decompress": _decompress}
+    commands = {"compress": _compress, "decompress": _decompress, "generate": _generate, "sfx": _generate}
     try:
         commands[args.command](args)
     except WavecraftError as e:

@@ -51,6 +51,12 @@ class T5Conditioner(nn.Module):
             self._encoder = (tokenizer, encoder.to(self.output_proj.weight.device))
         return self._encoder
 
+    def use_encoder(self, name_or_path: str) -> None:
+        """Load the encoder and tokenizer from ``name_or_path`` (hub name or local folder) on next use."""
+        self.encoder_name = str(name_or_path)
+        self._encoder_loader = None
+        self._encoder = None
+
     def set_encoder(self, tokenizer: object, encoder: nn.Module) -> None:
         """Use this tokenizer + encoder (e.g. a local or fine-tuned T5) instead of loading ``encoder_name``."""
         self._encoder = (tokenizer, encoder.eval().to(self.output_proj.weight.device))

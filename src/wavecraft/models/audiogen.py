@@ -18,6 +18,7 @@ class AudioGen(BaseGenModel):
     """Text-to-sound generation with AudioCraft's API and defaults (5 s clips, max 10 s windows)."""
 
     default_duration = 5.0
+    default_extend_stride = 2.0
 
     @classmethod
     def get_pretrained(cls, name: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None

@@ -26,6 +26,7 @@ class BaseGenModel:
     """A text-conditioned token generator plus the codec that turns its tokens into audio."""
 
     default_duration = 30.0
+    default_extend_stride = 18.0
 
     def __init__(self, name: str, compression_model: CompressionModel, bundle: LMBundle,
                  max_duration: float | None = None) -> None:
@@ -67,14 +68,17 @@ class BaseGenModel:
     def set_generation_params(self, use_sampling: bool = True, top_k: int = 250, top_p: float = 0.0,
                               temperature: float = 1.0, duration: float = 30.0, cfg_coef: float = 3.0,
                               cfg_coef_beta: float | None = None, two_step_cfg: bool = False,
-                              extend_stride: float = 18, seed: int | None = None) -> None:
+                              extend_stride: float | None = None, seed: int | None = None) -> None:
         """Set sampling and length. ``top_p > 0`` wins over ``top_k``; ``seed`` makes sampling reproducible.
 
         ``duration`` may exceed the model's ``max_duration``: generation then continues in windows that keep the
-        last ``max_duration - extend_stride`` seconds as context.
+        last ``max_duration - extend_stride`` seconds as context (``extend_stride`` defaults to 18 s for MusicGen,
+        2 s for AudioGen).
         """
         if not (isinstance(duration, (int, float)) and math.isfinite(duration) and duration > 0):
             raise GenerationError(f"duration must be a positive number of seconds, got {duration!r}")
+        if extend_stride is None:
+            extend_stride = min(self.default_extend_stride, self.max_duration / 2)
         if not 0 < extend_stride < self.max_duration:
             raise GenerationError(f"extend_stride must be in (0, max_duration={self.max_duration:g}), "
                                   f"got {extend_stride}")
@@ -90,6 +94,15 @@ class BaseGenModel:
         self.generator = None
         if seed is not None:
             self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    def set_text_encoder(self, name_or_path: str) -> None:
+        """Load the T5 text encoder (and tokenizer) from ``name_or_path`` instead of the checkpoint's default.
+
+        Useful offline: point it at a local copy of ``t5-base`` (or ``t5-large`` for AudioGen).
+        """
+        for conditioner in self.bundle.conditioners.values():
+            if isinstance(conditioner, T5Conditioner):
+                conditioner.use_encoder(name_or_path)
 
     def set_custom_progress_callback(self, progress_callback: ProgressCallback | None = None) -> None:
         """``progress_callback(generated_steps, total_steps)``, called after every decoding step."""

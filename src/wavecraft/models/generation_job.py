@@ -1,0 +1,95 @@
+"""One command-line generation run: validate everything, generate, then write every output file."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..audio import audio_read, audio_write
+from ..audio.io import WRITE_FORMATS
+from .genmodel import BaseGenModel, GenerationError
+from .progress import GenerationProgress
+
+MAX_PROMPTS = 256
+
+
+@dataclass
+class GenerationJob:
+    kind: str  # "music" or "sfx"
+    model: str
+    prompts: list[str]
+    output: Path
+    fmt: str
+    params: dict
+    continue_from: str | None = None
+    text_encoder: str | None = None
+    device: str | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, kind: str) -> GenerationJob:
+        prompts = list(args.prompts)
+        if args.prompts_file:
+            try:
+                text = Path(args.prompts_file).read_text()
+            except (OSError, UnicodeDecodeError) as e:
+                raise GenerationError(f"cannot read prompts file {args.prompts_file}: {e}") from None
+            prompts += [line.strip() for line in text.splitlines() if line.strip()]
+        if not prompts:
+            raise GenerationError("no prompt given: pass text descriptions or --prompts-file")
+        if any(not p.strip() for p in prompts):
+            raise GenerationError("a prompt is empty")
+        if len(prompts) > MAX_PROMPTS:
+            raise GenerationError(f"{len(prompts)} prompts in one run; the limit is {MAX_PROMPTS}")
+        output = Path(args.output)
+        fmt = (args.format or output.suffix.lstrip(".").lower() or "wav")
+        if fmt not in WRITE_FORMATS:
+            raise GenerationError(f"unknown output format {fmt!r} (use {', '.join(WRITE_FORMATS)})")
+        params = dict(use_sampling=not args.greedy, top_k=args.top_k, top_p=args.top_p,
+                      temperature=args.temperature, duration=args.duration, cfg_coef=args.cfg,
+                      two_step_cfg=args.two_step_cfg, extend_stride=args.extend_stride, seed=args.seed)
+        return cls(kind, args.model, prompts, output, fmt, params, args.continue_from, args.text_encoder,
+                   args.device, not args.no_progress)
+
+    def output_paths(self) -> list[Path]:
+        stem = self.output.with_suffix("") if self.output.suffix.lstrip(".").lower() in WRITE_FORMATS else self.output
+        if len(self.prompts) == 1:
+            return [stem]
+        return [stem.with_name(f"{stem.name}_{i}") for i in range(len(self.prompts))]
+
+    def load_model(self) -> BaseGenModel:
+        if self.kind == "sfx":
+            from .audiogen import AudioGen
+            return AudioGen.get_pretrained(self.model, device=self.device)
+        from .musicgen import MusicGen
+        return MusicGen.get_pretrained(self.model, device=self.device)
+
+    def run(self) -> list[Path]:
+        # Read the prompt audio first: input problems surface before a long model load.
+        prompt_audio = audio_read(self.continue_from) if self.continue_from else None
+        model = self.load_model()
+        if self.text_encoder:
+            model.set_text_encoder(self.text_encoder)
+        model.set_generation_params(**self.params)
+        progress = GenerationProgress(model.frame_rate, disable=not self.progress)
+        model.set_custom_progress_callback(progress)
+        begin = time.perf_counter()
+        try:
+            if prompt_audio is not None:
+                wav, sr = prompt_audio
+                batch = wav[None].expand(len(self.prompts), -1, -1)
+                audio = model.generate_continuation(batch, sr, self.prompts)
+            else:
+                audio = model.generate(self.prompts)
+        finally:
+            progress.close()
+        seconds = audio.shape[-1] / model.sample_rate
+        elapsed = time.perf_counter() - begin
+        if self.progress:
+            print(f"generated {len(self.prompts)} x {seconds:.1f} s in {elapsed:.1f} s "
+                  f"(real-time factor {len(self.prompts) * seconds / elapsed:.2f}x)")
+        return [audio_write(stem, wav.cpu(), model.sample_rate, format=self.fmt, strategy="loudness",
+                            loudness_compressor=True)
+                for stem, wav in zip(self.output_paths(), audio, strict=True)]
