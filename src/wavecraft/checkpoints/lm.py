@@ -210,13 +210,22 @@ def _load_transformers(config_path: Path, source: str | Path) -> LMBundle:
     data = read_json(config_path)
     if data.get("model_type") != "musicgen":
         raise CheckpointError(f"{config_path}: model_type {data.get('model_type')!r} is not a MusicGen LM")
-    directory = config_path.parent
+    generation = config_path.parent / "generation_config.json"
+    guidance = read_json(generation).get("guidance_scale", 3.0) if generation.is_file() else 3.0
+    return bundle_from_transformers(data, read_weights(source), source, cfg_coef=float(guidance or 3.0))
+
+
+def bundle_from_transformers(data: dict[str, Any], state: dict[str, torch.Tensor], source: str | Path,
+                             cfg_coef: float = 3.0) -> LMBundle:
+    """Build an :class:`LMBundle` from a transformers MusicGen config dict and state dict (in memory).
+
+    ``source`` (folder or repo) is where the text encoder and tokenizer are loaded from when first needed.
+    """
     try:
         cfg = lm_config_from_transformers(data)
     except (KeyError, TypeError, ValueError) as e:
         detail = " ".join(str(e).split())[:150]
-        raise CheckpointError(f"{config_path}: unsupported or invalid config ({detail})") from None
-    state = read_weights(source)
+        raise CheckpointError(f"{source}: unsupported or invalid MusicGen config ({detail})") from None
     lm_state, proj_state = rename_transformers_lm_keys(state)
     text_cfg = data.get("text_encoder", {})
     text_dim = text_cfg.get("d_model", 768)
@@ -227,15 +236,13 @@ def _load_transformers(config_path: Path, source: str | Path) -> LMBundle:
             conditioner.output_proj.bias.zero_()
         proj_state = {k: v.clone() for k, v in conditioner.state_dict().items()}
     lm = LMModel(cfg)
-    check_state_dict(lm, lm_state, config_path)
-    check_state_dict(conditioner, proj_state, config_path)
+    check_state_dict(lm, lm_state, source)
+    check_state_dict(conditioner, proj_state, source)
     lm.load_state_dict(lm_state)
     conditioner.load_state_dict(proj_state)
-    generation = directory / "generation_config.json"
-    guidance = read_json(generation).get("guidance_scale", 3.0) if generation.is_file() else 3.0
     audio = data.get("audio_encoder", {})
+    channels = int(data["decoder"].get("audio_channels", 1))
     return LMBundle(lm=lm.eval(), conditioners=nn.ModuleDict({"description": conditioner.eval()}),
-                    fuser=ConditionFuser({"cross": ["description"]}), cfg_coef=float(guidance or 3.0),
-                    max_duration=30.0, sample_rate=int(audio.get("sampling_rate", 32000)),
-                    channels=int(data["decoder"].get("audio_channels", 1)),
-                    interleave_stereo=data["decoder"].get("audio_channels", 1) == 2)
+                    fuser=ConditionFuser({"cross": ["description"]}), cfg_coef=cfg_coef, max_duration=30.0,
+                    sample_rate=int(audio.get("sampling_rate", 32000)), channels=channels,
+                    interleave_stereo=channels == 2)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import LMConfig
+from .linear import linear
 
 
 def sin_embedding(positions: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -59,7 +60,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos: int) -> torch.Tensor:
         """``x [B, T, D]`` at positions ``pos..pos+T-1``; ``keys/values [B, H, L, Dh]`` caches, updated in place."""
         b, t, d = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(b, t, 3, self.num_heads, d // self.num_heads)
+        qkv = linear(x, self.in_proj_weight, self.in_proj_bias).view(b, t, 3, self.num_heads, d // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, H, T, Dh]
         keys[:, :, pos:pos + t] = k
         values[:, :, pos:pos + t] = v
@@ -70,7 +71,7 @@ class SelfAttention(nn.Module):
             mask = torch.ones(t, pos + t, dtype=torch.bool, device=x.device).tril(pos)
             causal = False
         out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, is_causal=causal)
-        return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+        return linear(out.transpose(1, 2).reshape(b, t, d), self.out_proj.weight, self.out_proj.bias)
 
 
 class CrossAttention(nn.Module):
@@ -87,7 +88,7 @@ class CrossAttention(nn.Module):
     def _split(self, which: int, x: torch.Tensor) -> torch.Tensor:
         dim = x.shape[-1]
         bias = None if self.in_proj_bias is None else self.in_proj_bias[which * dim:(which + 1) * dim]
-        y = F.linear(x, self.in_proj_weight[which * dim:(which + 1) * dim], bias)
+        y = linear(x, self.in_proj_weight, bias, rows=(which * dim, (which + 1) * dim))
         return y.view(x.shape[0], x.shape[1], self.num_heads, -1).transpose(1, 2)
 
     def key_values(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,7 +99,7 @@ class CrossAttention(nn.Module):
                 ) -> torch.Tensor:
         b, t, d = x.shape
         out = F.scaled_dot_product_attention(self._split(0, x), kv[0], kv[1], attn_mask=mask)
-        return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+        return linear(out.transpose(1, 2).reshape(b, t, d), self.out_proj.weight, self.out_proj.bias)
 
 
 class TransformerLayer(nn.Module):
@@ -119,7 +120,8 @@ class TransformerLayer(nn.Module):
         x = x + self.self_attn(self.norm1(x), state.keys[index], state.values[index], state.pos)
         if state.cross:
             x = x + self.cross_attention(self.norm_cross(x), state.cross[index], state.cross_mask)
-        return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
+        hidden = F.gelu(linear(self.norm2(x), self.linear1.weight, self.linear1.bias))
+        return x + linear(hidden, self.linear2.weight, self.linear2.bias)
 
 
 class Transformer(nn.Module):
@@ -195,7 +197,7 @@ class LMModel(nn.Module):
             x = layer(x, state, i)
         state.pos += steps
         x = self.out_norm(x[:, steps - sequence.shape[-1]:])
-        return torch.stack([head(x) for head in self.linears], dim=1)
+        return torch.stack([linear(x, head.weight, head.bias) for head in self.linears], dim=1)
 
     def forward(self, sequence: torch.Tensor, cross_src: torch.Tensor | None = None,
                 cross_mask: torch.Tensor | None = None, prefix: torch.Tensor | None = None) -> torch.Tensor:

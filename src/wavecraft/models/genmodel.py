@@ -13,6 +13,7 @@ from ..checkpoints.lm import LMBundle
 from ..codec.compression import CompressionModel, InterleaveStereoCompressionModel
 from ..conditioning import T5Conditioner
 from ..errors import WavecraftError
+from ..lm import linear as lm_linear
 from ..lm.generate import Conditions, SamplingParams, generate
 
 ProgressCallback = Callable[[int, int], None]
@@ -38,6 +39,8 @@ class BaseGenModel:
         self.compression_model = compression_model.eval()
         self.bundle = bundle
         self.lm = bundle.lm.eval()
+        # Packed CPU weights double the decoder's weight memory: only where that fits.
+        lm_linear.set_enabled(lm_linear.is_enabled() and lm_linear.packed_copy_fits(self.lm))
         self.max_duration = float(max_duration or bundle.max_duration or 30.0)
         self.duration = min(self.default_duration, self.max_duration)
         self.extend_stride: float | None = None
