@@ -131,3 +131,12 @@ def test_unknown_model_offline(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WAVECRAFT_CACHE_DIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
     assert out.startswith("CheckpointError |") and "local folder" in out and out.count("\n") == 1, out
+
+
+def test_double_cfg_reduces_to_product_for_text_only(repo):
+    """Without a style condition the middle term equals the null one: CFG with coefficient cfg * beta."""
+    model = _model(repo)
+    model.set_generation_params(duration=0.3, use_sampling=False, cfg_coef=2.0, cfg_coef_beta=1.5)
+    a = model.generate(["warm bass"], return_tokens=True)[1]
+    model.set_generation_params(duration=0.3, use_sampling=False, cfg_coef=3.0)
+    assert torch.equal(a, model.generate(["warm bass"], return_tokens=True)[1])

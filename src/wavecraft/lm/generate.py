@@ -26,11 +26,12 @@ class Conditions:
     cross_mask: torch.Tensor | None = None
 
     @staticmethod
-    def cat(a: Conditions, b: Conditions) -> Conditions:
+    def cat(*parts: Conditions) -> Conditions:
         """Stack along the batch (conditional rows, then null rows) for batched CFG."""
-        def both(x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor | None:
-            return None if x is None or y is None else torch.cat([x, y], dim=0)
-        return Conditions(both(a.prefix, b.prefix), both(a.cross_src, b.cross_src), both(a.cross_mask, b.cross_mask))
+        def stack(xs: list[torch.Tensor | None]) -> torch.Tensor | None:
+            return None if any(x is None for x in xs) else torch.cat(xs, dim=0)  # type: ignore[arg-type]
+        return Conditions(stack([p.prefix for p in parts]), stack([p.cross_src for p in parts]),
+                          stack([p.cross_mask for p in parts]))
 
     @property
     def prefix_len(self) -> int:
@@ -63,12 +64,16 @@ class _Pass:
 def generate(lm: LMModel, cond: Conditions, max_gen_len: int, null: Conditions | None = None,
              cfg_coef: float = 3.0, two_step_cfg: bool = False, prompt: torch.Tensor | None = None,
              sampling: SamplingParams | None = None, callback: Callable[[int, int], None] | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, cfg_coef_beta: float | None = None,
+             mid: Conditions | None = None) -> torch.Tensor:
     """Generate ``max_gen_len`` frames of codes ``[B, K, max_gen_len]`` (prompt frames included, unchanged).
 
     ``null`` enables classifier-free guidance: ``logits = uncond + (cond - uncond) * cfg_coef``. In batched mode
     (default) ``cond`` and ``null`` must have equal prefix/cross lengths; with ``two_step_cfg`` they run as
     separate passes. ``prompt [B, K, T_p]`` codes are kept and generation continues after them.
+
+    Double CFG (``cfg_coef_beta``, MusicGen-Style): a third batch ``mid`` (conditions without the description)
+    gives ``logits = null + cfg_coef * (mid + beta * (cond - mid) - null)``.
     """
     sampling = sampling or SamplingParams()
     cfg = lm.cfg
@@ -88,8 +93,13 @@ def generate(lm: LMModel, cond: Conditions, max_gen_len: int, null: Conditions |
     steps = sequence.shape[-1]
     start = pattern.get_first_step_with_timesteps(prompt_len)
 
+    double = cfg_coef_beta is not None
+    if double and (null is None or mid is None or two_step_cfg):
+        raise ValueError("double CFG needs null and mid conditions, in one batched pass")
     if null is None:
         passes = [_Pass(lm, cond, batch, steps)]
+    elif double:
+        passes = [_Pass(lm, Conditions.cat(cond, mid, null), 3 * batch, steps)]  # type: ignore[arg-type]
     elif two_step_cfg:
         passes = [_Pass(lm, cond, batch, steps), _Pass(lm, null, batch, steps)]
     else:
@@ -100,6 +110,9 @@ def generate(lm: LMModel, cond: Conditions, max_gen_len: int, null: Conditions |
         current = sequence[..., previous:offset]
         if null is None:
             logits = passes[0](current)
+        elif double:
+            cond_logits, mid_logits, null_logits = passes[0](torch.cat([current] * 3, dim=0)).split(batch, dim=0)
+            logits = null_logits + cfg_coef * (mid_logits + cfg_coef_beta * (cond_logits - mid_logits) - null_logits)
         elif two_step_cfg:
             cond_logits, null_logits = passes[0](current), passes[1](current)
             logits = null_logits + (cond_logits - null_logits) * cfg_coef

@@ -46,6 +46,7 @@ class BaseGenModel:
         self.extend_stride: float | None = None
         self.sampling = SamplingParams()
         self.cfg_coef = bundle.cfg_coef
+        self.cfg_coef_beta: float | None = None
         self.two_step_cfg = bundle.two_step_cfg
         self.generator: torch.Generator | None = None
         self._progress_callback: ProgressCallback | None = None
@@ -85,13 +86,14 @@ class BaseGenModel:
         if not 0 < extend_stride < self.max_duration:
             raise GenerationError(f"extend_stride must be in (0, max_duration={self.max_duration:g}), "
                                   f"got {extend_stride}")
-        if cfg_coef_beta is not None:
-            raise GenerationError("cfg_coef_beta (double CFG) needs a style conditioner, which this model lacks")
+        if cfg_coef_beta is not None and two_step_cfg:
+            raise GenerationError("cfg_coef_beta (double CFG) runs in one batched pass: it excludes two_step_cfg")
         if temperature < 0 or top_k < 0 or not 0 <= top_p <= 1:
             raise GenerationError(f"invalid sampling: temperature={temperature}, top_k={top_k}, top_p={top_p}")
         self.sampling = SamplingParams(use_sampling, temperature, top_k, top_p)
         self.duration = float(duration)
         self.cfg_coef = cfg_coef
+        self.cfg_coef_beta = cfg_coef_beta
         self.two_step_cfg = two_step_cfg
         self.extend_stride = extend_stride
         self.generator = None
@@ -217,10 +219,14 @@ class BaseGenModel:
         # The LM's coefficient in two-step mode is the stored one, as in the reference.
         cfg_coef = self.bundle.cfg_coef if self.two_step_cfg else self.cfg_coef
 
+        # Double CFG's middle term drops the description but keeps other conditions; with text only it is null.
+        mid = null if self.cfg_coef_beta is not None else None
+
         def run(prompt: torch.Tensor | None, max_gen_len: int, offset: int) -> torch.Tensor:
             return generate(self.lm, cond, max_gen_len, null=null, cfg_coef=cfg_coef, two_step_cfg=self.two_step_cfg,
                             prompt=prompt, sampling=self.sampling, generator=self.generator,
-                            callback=self._progress(progress, offset, total_len))
+                            callback=self._progress(progress, offset, total_len), cfg_coef_beta=self.cfg_coef_beta,
+                            mid=mid)
 
         if self.duration <= self.max_duration:
             return run(prompt_tokens, total_len, 0)
