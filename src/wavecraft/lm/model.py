@@ -45,8 +45,8 @@ class DecodeState:
         return self.keys[0].shape[2]
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with fused QKV (``in_proj_weight`` rows = [q; k; v]) writing into a static cache."""
+class _Attention(nn.Module):
+    """Projection weights as AudioCraft stores them: fused ``in_proj_weight`` (rows [q; k; v]) and ``out_proj``."""
 
     def __init__(self, cfg: LMConfig) -> None:
         super().__init__()
@@ -54,8 +54,15 @@ class SelfAttention(nn.Module):
         self.in_proj_weight = nn.Parameter(torch.empty(3 * cfg.dim, cfg.dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * cfg.dim)) if cfg.bias_attn else None
         self.out_proj = nn.Linear(cfg.dim, cfg.dim, bias=cfg.bias_attn)
-        self.causal = cfg.causal
         nn.init.xavier_uniform_(self.in_proj_weight)
+
+
+class SelfAttention(_Attention):
+    """Multi-head self-attention writing its keys/values into a static cache."""
+
+    def __init__(self, cfg: LMConfig) -> None:
+        super().__init__(cfg)
+        self.causal = cfg.causal
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos: int) -> torch.Tensor:
         """``x [B, T, D]`` at positions ``pos..pos+T-1``; ``keys/values [B, H, L, Dh]`` caches, updated in place."""
@@ -74,16 +81,8 @@ class SelfAttention(nn.Module):
         return linear(out.transpose(1, 2).reshape(b, t, d), self.out_proj.weight, self.out_proj.bias)
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_Attention):
     """Attention from the audio stream to the condition (e.g. projected T5 states); K/V computed once."""
-
-    def __init__(self, cfg: LMConfig) -> None:
-        super().__init__()
-        self.num_heads = cfg.num_heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * cfg.dim, cfg.dim))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * cfg.dim)) if cfg.bias_attn else None
-        self.out_proj = nn.Linear(cfg.dim, cfg.dim, bias=cfg.bias_attn)
-        nn.init.xavier_uniform_(self.in_proj_weight)
 
     def _split(self, which: int, x: torch.Tensor) -> torch.Tensor:
         dim = x.shape[-1]
