@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..conditioning import ConditionFuser, T5Conditioner
+from ..conditioning.chroma import ChromaConditioner
 from ..errors import CheckpointError
 from ..lm.config import LMConfig
 from ..lm.model import LMModel
@@ -78,6 +79,13 @@ def _conditioners_from_xp(root: dict[str, Any], dim: int, state: dict[str, torch
             proj = state.get(f"condition_provider.conditioners.{name}.output_proj.weight")
             encoder_dim = proj.shape[1] if proj is not None else None
             modules[name] = T5Conditioner(dim, spec["t5"]["name"], encoder_dim)
+        elif kind == "chroma_stem":
+            chroma = spec["chroma_stem"]
+            duration = (section(root, "dataset") or {}).get("segment_duration") or 30.0
+            modules[name] = ChromaConditioner(dim, int(chroma["sample_rate"]), float(duration),
+                                              n_chroma=chroma.get("n_chroma", 12),
+                                              radix2_exp=chroma.get("radix2_exp", 14),
+                                              argmax=chroma.get("argmax", True))
         else:
             raise ValueError(f"conditioner {name!r} of type {kind!r} is not supported yet")
     return modules

@@ -12,6 +12,7 @@ from ..audio import convert_audio
 from ..checkpoints.lm import LMBundle
 from ..codec.compression import CompressionModel, InterleaveStereoCompressionModel
 from ..conditioning import T5Conditioner
+from ..conditioning.chroma import ChromaConditioner
 from ..errors import WavecraftError
 from ..lm import linear as lm_linear
 from ..lm.generate import Conditions, SamplingParams, generate
@@ -177,27 +178,56 @@ class BaseGenModel:
                 raise GenerationError(f"a description of {len(d)} characters is too long (max 10000)")
         return list(descriptions)
 
-    def _conditions(self, texts: list[str | None]) -> tuple[Conditions, Conditions | None]:
-        """Project the text condition of every row and its CFG null, as the reference batches them."""
+    def _conditions(self, texts: list[str | None], melodies: list[torch.Tensor | None] | None = None
+                    ) -> tuple[Conditions, Conditions | None]:
+        """Project every row's conditions and their CFG nulls, batched as the reference batches them.
+
+        ``melodies``: per row a mono waveform ``[1, T]`` at the model rate, or ``None`` (the null melody).
+        Text conditioners come first, then waveform ones, which fixes the prefix order ``[melody, text]``.
+        """
         null_needed = self.cfg_coef != 1.0 or self.two_step_cfg
+        batched = null_needed and not self.two_step_cfg
+        rows = len(texts)
+        wavs = list(melodies) if melodies is not None else [None] * rows
         encoded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         nulls: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        for name, conditioner in self.bundle.conditioners.items():
-            if not isinstance(conditioner, T5Conditioner):
-                raise GenerationError(f"conditioner {name!r} is not a text conditioner")
-            with torch.inference_mode():
-                if null_needed and not self.two_step_cfg:
-                    # Conditional and null rows are tokenized together, so both share the padded length.
-                    emb, mask = conditioner(texts + [None] * len(texts))
-                    encoded[name] = (emb[: len(texts)], mask[: len(texts)])
-                    nulls[name] = (emb[len(texts):], mask[len(texts):])
+        ordered = sorted(self.bundle.conditioners.items(), key=lambda item: isinstance(item[1], ChromaConditioner))
+        with torch.inference_mode():
+            for name, conditioner in ordered:
+                if isinstance(conditioner, T5Conditioner):
+                    def run(items: list, c=conditioner):  # noqa: ANN001, ANN202
+                        return c(items)
+                    inputs: list = texts
+                elif isinstance(conditioner, ChromaConditioner):
+                    def run(items: list, c=conditioner):  # noqa: ANN001, ANN202
+                        return c(self._wav_batch(items))
+                    inputs = wavs
                 else:
-                    encoded[name] = conditioner(texts)
+                    raise GenerationError(f"conditioner {name!r} ({type(conditioner).__name__}) is not supported")
+                if batched:
+                    # Conditional and null rows are processed together: they share padding (text and melody).
+                    emb, mask = run(inputs + [None] * rows)
+                    encoded[name], nulls[name] = (emb[:rows], mask[:rows]), (emb[rows:], mask[rows:])
+                else:
+                    encoded[name] = run(inputs)
                     if null_needed:
-                        nulls[name] = conditioner([None] * len(texts))
+                        nulls[name] = run([None] * rows)
         cond = Conditions(*self.bundle.fuser.fuse(encoded))
         null = Conditions(*self.bundle.fuser.fuse(nulls)) if null_needed else None
         return cond, null
+
+    def _melody_window(self, wav: torch.Tensor | None, offset_frames: int) -> torch.Tensor | None:
+        if wav is None:
+            return None
+        start = int(offset_frames / self.frame_rate * self.sample_rate)
+        positions = (start + torch.arange(int(self.max_duration * self.sample_rate), device=wav.device)) % wav.shape[-1]
+        return wav[..., positions]
+
+    def _wav_batch(self, wavs: list[torch.Tensor | None]) -> torch.Tensor:
+        """Zero-pad mono waveforms (``None`` = one silent sample, the null melody) into ``[B, 1, T_max]``."""
+        items = [w if w is not None else torch.zeros(1, 1, device=self.device) for w in wavs]
+        length = max(w.shape[-1] for w in items)
+        return torch.stack([torch.nn.functional.pad(w, (0, length - w.shape[-1])) for w in items])
 
     def _progress(self, progress: bool, offset: int, total: int) -> ProgressCallback | None:
         if self._progress_callback is not None:
@@ -208,11 +238,13 @@ class BaseGenModel:
         return None
 
     def _generate_tokens(self, texts: list[str | None], prompt_tokens: torch.Tensor | None,
-                         progress: bool) -> torch.Tensor:
+                         progress: bool, melodies: list[torch.Tensor | None] | None = None) -> torch.Tensor:
         total_len = int(self.duration * self.frame_rate)
         if total_len < 1:
             raise GenerationError(f"duration {self.duration} s is shorter than one frame")
-        cond, null = self._conditions(texts)
+        if self.cfg_coef_beta is not None and melodies is not None:
+            raise GenerationError("cfg_coef_beta (double CFG) is not supported with melody conditioning")
+        cond, null = self._conditions(texts, melodies)
         prompt_len = 0 if prompt_tokens is None else prompt_tokens.shape[-1]
         if prompt_len > total_len:
             raise GenerationError("the prompt is longer than the requested duration")
@@ -223,6 +255,10 @@ class BaseGenModel:
         mid = null if self.cfg_coef_beta is not None else None
 
         def run(prompt: torch.Tensor | None, max_gen_len: int, offset: int) -> torch.Tensor:
+            nonlocal cond, null
+            if offset and melodies is not None:
+                # Each window is conditioned on the melody from its own start time, wrapping around.
+                cond, null = self._conditions(texts, [self._melody_window(m, offset) for m in melodies])
             return generate(self.lm, cond, max_gen_len, null=null, cfg_coef=cfg_coef, two_step_cfg=self.two_step_cfg,
                             prompt=prompt, sampling=self.sampling, generator=self.generator,
                             callback=self._progress(progress, offset, total_len), cfg_coef_beta=self.cfg_coef_beta,

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import torch
 
+from ..audio import convert_audio
 from ..checkpoints.lm import load_lm_bundle
 from ..codec.compression import CompressionModel
-from .genmodel import BaseGenModel
+from ..conditioning.chroma import ChromaConditioner
+from .genmodel import BaseGenModel, GenerationError
 
 DEFAULT_MODEL = "facebook/musicgen-small"
 _SHORT_NAMES = {"small", "medium", "large", "melody", "melody-large", "stereo-small", "stereo-medium",
@@ -48,3 +50,40 @@ class MusicGen(BaseGenModel):
         device = _default_device(device)
         model = cls(str(name), codec.to(device), bundle.to(device))
         return model
+
+    @property
+    def has_melody(self) -> bool:
+        return any(isinstance(c, ChromaConditioner) for c in self.bundle.conditioners.values())
+
+    def generate_with_chroma(self, descriptions: list[str | None], melody_wavs, melody_sample_rate: int,
+                             progress: bool = False, return_tokens: bool = False):  # noqa: ANN001, ANN201
+        """Generate following a melody: ``melody_wavs`` is ``[B, C, T]``, ``[C, T]`` or a list of ``[C, T]`` / ``None``.
+
+        Melodies are converted to the model's sample rate and to mono; a ``None`` entry means no melody for that
+        item (the null melody). Output: ``wav [B, C, duration * sample_rate]``.
+        """
+        if not self.has_melody:
+            raise GenerationError("this model has no melody conditioner (use a musicgen-melody checkpoint)")
+        if isinstance(melody_wavs, torch.Tensor):
+            if melody_wavs.dim() == 2:
+                melody_wavs = melody_wavs[None]
+            if melody_wavs.dim() != 3:
+                raise GenerationError("melody_wavs must be [B, C, T], [C, T] or a list of [C, T]")
+            melody_wavs = list(melody_wavs)
+        if not isinstance(melody_sample_rate, int) or melody_sample_rate <= 0:
+            raise GenerationError(f"melody_sample_rate must be a positive integer, got {melody_sample_rate!r}")
+        texts = self._check_descriptions(descriptions, allow_none=True)
+        if len(melody_wavs) != len(texts):
+            raise GenerationError(f"{len(melody_wavs)} melodies for {len(texts)} descriptions")
+        melodies: list[torch.Tensor | None] = []
+        for wav in melody_wavs:
+            if wav is None:
+                melodies.append(None)
+                continue
+            if not isinstance(wav, torch.Tensor) or wav.dim() != 2 or wav.shape[-1] == 0:
+                raise GenerationError("each melody must be a non-empty [C, T] tensor or None")
+            if not bool(torch.isfinite(wav).all()):
+                raise GenerationError("a melody contains NaN or infinite samples")
+            melodies.append(convert_audio(wav.to(self.device).float(), melody_sample_rate, self.sample_rate, 1))
+        tokens = self._generate_tokens(texts, None, progress, melodies=melodies)
+        return self._finish(tokens, return_tokens)

@@ -1,0 +1,144 @@
+"""MusicGen-Melody parity with AudioCraft (../shared/golden/melody): chroma, prefix fusion, greedy generation.
+
+T5 is bypassed as in the golden set: a stand-in tokenizer/encoder returns the stored hidden states for the two
+descriptions (and the T5 length of ``""`` for the null rows). Demucs is off, as it was there.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from wavecraft import MusicGen
+from wavecraft.checkpoints.lm import load_lm_bundle
+from wavecraft.conditioning.chroma import ChromaExtractor, chroma_filterbank
+from wavecraft.errors import WavecraftError
+from wavecraft.lm.generate import Conditions
+
+
+@pytest.fixture(scope="module")
+def io(golden):
+    return load_file(str(golden / "melody" / "io.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def meta(golden):
+    return json.loads((golden / "melody" / "meta.json").read_text())
+
+
+class GoldenT5:
+    """Tokenizer + encoder returning the golden T5 states for the golden descriptions ('' -> one token)."""
+
+    def __init__(self, descriptions, lengths, hidden):
+        self.rows = {d: i for i, d in enumerate(descriptions)}
+        self.lengths, self.hidden = lengths, hidden
+
+    def __call__(self, texts, return_tensors="pt", padding=True):
+        lens = [self.lengths[self.rows[t]] if t else 1 for t in texts]
+        width = max(lens)
+        ids = torch.tensor([[self.rows.get(t, -1) + 1] * width for t in texts])
+        mask = torch.tensor([[1] * n + [0] * (width - n) for n in lens])
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def encoder(self):
+        outer = self
+
+        class Encoder(torch.nn.Module):
+            def forward(self, input_ids, attention_mask):
+                rows = []
+                for ids in input_ids:
+                    row = int(ids[0]) - 1
+                    h = outer.hidden[row, : ids.shape[0]] if row >= 0 else torch.zeros(ids.shape[0], 768)
+                    rows.append(h)
+                return SimpleNamespace(last_hidden_state=torch.stack(rows))
+        return Encoder()
+
+
+def test_filterbank_and_chroma(io):
+    assert torch.equal(chroma_filterbank(32000, 16384), io["chroma_fbanks"])
+    extractor = ChromaExtractor(32000, radix2_exp=14, argmax=False)
+    with torch.inference_mode():
+        torch.testing.assert_close(extractor(io["melody_wavs"]), io["chroma_norm"], atol=1e-5, rtol=0)
+        extractor.argmax = True
+        assert torch.equal(extractor(io["melody_wavs"]), io["chroma_onehot"])
+        assert torch.equal(extractor(io["alt_melody_wav"]), io["alt_chroma_onehot"])
+
+
+def test_conditioner_tiling_null_and_projection(golden, io):
+    bundle = load_lm_bundle(golden / "melody" / "state_dict.bin")
+    chroma = bundle.conditioners["self_wav"]
+    assert chroma.chroma_len == 47 and not bundle.lm.cfg.cross_attention
+    with torch.inference_mode():
+        assert torch.equal(chroma.extract(io["melody_wavs"]), io["chroma"])
+        assert torch.equal(chroma.extract(io["alt_melody_wav"]), io["alt_chroma"])
+        null = chroma.extract(torch.zeros(1, 1, 1))
+        assert torch.equal(null, io["null_chroma"])
+        torch.testing.assert_close(chroma(io["melody_wavs"])[0], io["self_wav_embeds"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(chroma(torch.zeros(1, 1, 1))[0], io["null_self_wav_embeds"], atol=1e-5, rtol=0)
+
+
+def test_prefix_logits(golden, io):
+    bundle = load_lm_bundle(golden / "melody" / "state_dict.bin")
+    with torch.inference_mode():
+        desc = bundle.conditioners["description"].project(io["t5_hidden"], io["t5_mask"])
+        wav = bundle.conditioners["self_wav"](io["melody_wavs"])
+        prefix, cross, _ = bundle.fuser.fuse({"description": desc, "self_wav": wav})
+        assert cross is None and prefix.shape[1] == 47 + 12
+        logits = bundle.lm(io["fwd_sequence"], prefix=prefix)
+    torch.testing.assert_close(logits, io["fwd_logits"], atol=1e-4, rtol=0)
+    assert Conditions(prefix=prefix).prefix_len == 59
+
+
+@pytest.fixture(scope="module")
+def model(golden, io, meta, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("melody")
+    shutil.copy(golden / "melody" / "state_dict.bin", folder / "state_dict.bin")
+    shutil.copy(golden / "encodec" / "compression_state_dict.bin", folder / "compression_state_dict.bin")
+    m = MusicGen.get_pretrained(folder, device="cpu")
+    conditions = meta["conditions"]
+    fake = GoldenT5(conditions["descriptions"], conditions["t5_token_lengths"], io["t5_hidden"])
+    m.bundle.conditioners["description"].set_encoder(fake, fake.encoder())
+    m.set_generation_params(use_sampling=False, duration=30 / 50)
+    return m, conditions["descriptions"]
+
+
+def _melodies(io):
+    return [io["melody_wavs"][i, :, : int(n)] for i, n in enumerate(io["melody_lengths"])]
+
+
+def test_generation_with_melody(model, io):
+    m, texts = model
+    assert m.max_duration == 6
+    _, tokens = m.generate_with_chroma(texts, _melodies(io), 32000, return_tokens=True)
+    assert torch.equal(tokens, io["gen_melody"])
+
+
+def test_generation_without_and_mixed(model, io):
+    m, texts = model
+    assert torch.equal(m.generate(texts, return_tokens=True)[1], io["gen_no_melody"])
+    mixed = m.generate_with_chroma(texts, [_melodies(io)[0], None], 32000, return_tokens=True)[1]
+    assert torch.equal(mixed, io["gen_mixed"])
+
+
+@pytest.mark.parametrize("melody, rate, message", [
+    (lambda io: [torch.zeros(1, 100)], 32000, "melodies for"),
+    (lambda io: _melodies(io), 0, "sample_rate"),
+    (lambda io: [torch.full((1, 3200), float("nan")), None], 32000, "NaN"),
+    (lambda io: [torch.zeros(1, 0), None], 32000, "non-empty"),
+])
+def test_bad_melody_input(model, io, melody, rate, message):
+    m, texts = model
+    with pytest.raises(WavecraftError, match=message):
+        m.generate_with_chroma(texts, melody(io), rate)
+
+
+def test_text_only_model_rejects_melody(golden, tmp_path):
+    shutil.copy(golden / "musicgen" / "state_dict.bin", tmp_path / "state_dict.bin")
+    shutil.copy(golden / "encodec" / "compression_state_dict.bin", tmp_path / "compression_state_dict.bin")
+    with pytest.raises(WavecraftError, match="no melody conditioner"):
+        MusicGen.get_pretrained(tmp_path, device="cpu").generate_with_chroma(["x"], [None], 32000)
