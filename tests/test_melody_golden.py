@@ -142,3 +142,54 @@ def test_text_only_model_rejects_melody(golden, tmp_path):
     shutil.copy(golden / "encodec" / "compression_state_dict.bin", tmp_path / "compression_state_dict.bin")
     with pytest.raises(WavecraftError, match="no melody conditioner"):
         MusicGen.get_pretrained(tmp_path, device="cpu").generate_with_chroma(["x"], [None], 32000)
+
+
+def test_cli_melody(model, io, golden, tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    from wavecraft.cli import main
+
+    m, texts = model
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    shutil.copy(golden / "melody" / "state_dict.bin", folder / "state_dict.bin")
+    shutil.copy(golden / "encodec" / "compression_state_dict.bin", folder / "compression_state_dict.bin")
+    # a stereo 44.1 kHz melody file: converted to 32 kHz mono for the chroma
+    t = np.arange(44100 * 2) / 44100
+    sf.write(tmp_path / "tune.wav", np.stack([np.sin(2 * np.pi * 440 * t)] * 2, 1) * 0.3, 44100)
+    (tmp_path / "broken.mp3").write_bytes(b"\xff\xfb" + bytes(200))
+    from wavecraft.models import musicgen as musicgen_module
+
+    real = musicgen_module.MusicGen.get_pretrained
+
+    def with_golden_t5(*args, **kwargs):
+        loaded = real(*args, **kwargs)
+        loaded.bundle.conditioners["description"].set_encoder(*_golden_encoder(m))
+        return loaded
+
+    musicgen_module.MusicGen.get_pretrained = with_golden_t5
+    try:
+        assert main(["generate", texts[0], "--model", str(folder), "--melody", str(tmp_path / "tune.wav"),
+                     "--duration", "0.4", "-o", str(tmp_path / "out.wav"), "--no-progress"]) == 0
+        assert sf.read(tmp_path / "out.wav")[0].shape == (12800,)
+        assert main(["generate", texts[0], "--model", str(folder), "--melody", str(tmp_path / "broken.mp3"),
+                     "-o", str(tmp_path / "bad.wav"), "--no-progress"]) == 1
+        assert "broken.mp3" in capsys.readouterr().err and not (tmp_path / "bad.wav").exists()
+    finally:
+        musicgen_module.MusicGen.get_pretrained = real
+
+
+def _golden_encoder(m):
+    conditioner = m.bundle.conditioners["description"]
+    return conditioner._encoder
+
+
+def test_silent_and_very_short_melodies_equal_the_null_melody(model, io):
+    """All-zero chroma is bin 0 — exactly the null melody — so silence gives the no-melody result."""
+    m, texts = model
+    silent = [torch.zeros(1, 32000), torch.zeros(2, 100)]  # 1 s of silence; 100 samples of stereo silence
+    assert torch.equal(m.generate_with_chroma(texts, silent, 32000, return_tokens=True)[1], io["gen_no_melody"])
+    short = [torch.randn(1, 100) * 0.1, None]  # shorter than one chroma window: padded, still works
+    wav = m.generate_with_chroma(texts, short, 16000)
+    assert wav.shape == (2, 1, 19200)

@@ -50,6 +50,7 @@ def _generation_args(p: argparse.ArgumentParser, default_model: str, default_dur
     p.add_argument("--extend-stride", type=float, default=None,
                    help="window stride beyond the max duration (default: 18 s music, 2 s sfx)")
     p.add_argument("--continue-from", help="audio file to continue (its audio starts the output)")
+    p.add_argument("--melody", help="audio file whose melody to follow (musicgen-melody models)")
     p.add_argument("--text-encoder", help="local T5 folder or hub name to use instead of the model's default")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("-o", "--output", default="output.wav", help="output file; several prompts get _0, _1, ...")

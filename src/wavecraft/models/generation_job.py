@@ -24,6 +24,7 @@ class GenerationJob:
     fmt: str
     params: dict
     continue_from: str | None = None
+    melody: str | None = None
     text_encoder: str | None = None
     device: str | None = None
     progress: bool = True
@@ -50,7 +51,10 @@ class GenerationJob:
         params = dict(use_sampling=not args.greedy, top_k=args.top_k, top_p=args.top_p,
                       temperature=args.temperature, duration=args.duration, cfg_coef=args.cfg,
                       two_step_cfg=args.two_step_cfg, extend_stride=args.extend_stride, seed=args.seed)
-        return cls(kind, args.model, prompts, output, fmt, params, args.continue_from, args.text_encoder,
+        melody = getattr(args, "melody", None)
+        if melody and args.continue_from:
+            raise GenerationError("--melody and --continue-from cannot be combined")
+        return cls(kind, args.model, prompts, output, fmt, params, args.continue_from, melody, args.text_encoder,
                    args.device, not args.no_progress)
 
     def output_paths(self) -> list[Path]:
@@ -69,6 +73,7 @@ class GenerationJob:
     def run(self) -> list[Path]:
         # Read the prompt audio first: input problems surface before a long model load.
         prompt_audio = audio_read(self.continue_from) if self.continue_from else None
+        melody_audio = audio_read(self.melody) if self.melody else None
         model = self.load_model()
         if self.text_encoder:
             model.set_text_encoder(self.text_encoder)
@@ -77,7 +82,13 @@ class GenerationJob:
         model.set_custom_progress_callback(progress)
         begin = time.perf_counter()
         try:
-            if prompt_audio is not None:
+            if melody_audio is not None:
+                from .musicgen import MusicGen
+                if not isinstance(model, MusicGen):
+                    raise GenerationError("--melody needs a MusicGen melody model")
+                wav, sr = melody_audio
+                audio = model.generate_with_chroma(self.prompts, [wav] * len(self.prompts), sr)
+            elif prompt_audio is not None:
                 wav, sr = prompt_audio
                 batch = wav[None].expand(len(self.prompts), -1, -1)
                 audio = model.generate_continuation(batch, sr, self.prompts)
