@@ -158,21 +158,24 @@ def lm_config_from_transformers(data: dict[str, Any]) -> LMConfig:
     n_q, channels = dec.get("num_codebooks", 4), dec.get("audio_channels", 1)
     # Stereo checkpoints interleave L/R codebooks, each pair sharing the delay of its mono codebook.
     delays = tuple(range(n_q)) if channels == 1 else tuple(k // 2 for k in range(n_q))
+    melody = data.get("model_type") == "musicgen_melody"
     return LMConfig(dim=hidden, num_heads=dec.get("num_attention_heads", 16),
                     num_layers=dec.get("num_hidden_layers", 24), hidden_scale=ffn // hidden, n_q=n_q,
-                    card=dec.get("vocab_size", 2048), cross_attention=data.get("model_type") == "musicgen",
-                    cross_attention_mask=True, delays=delays)
+                    card=dec.get("vocab_size", 2048), cross_attention=not melody, cross_attention_mask=True,
+                    delays=delays)
 
 
 def rename_transformers_lm_keys(state: dict[str, torch.Tensor]
                                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """transformers MusicGen names -> ``(lm_state, text_projection_state)``; q/k/v projections are fused."""
+    """transformers MusicGen names -> ``(lm_state, conditioner_state)``; q/k/v projections are fused."""
     lm: dict[str, torch.Tensor] = {}
     proj: dict[str, torch.Tensor] = {}
     qkv: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state.items():
         if key.startswith("enc_to_dec_proj."):
-            proj["output_proj." + key[len("enc_to_dec_proj."):]] = value
+            proj["description.output_proj." + key[len("enc_to_dec_proj."):]] = value
+        elif key.startswith("audio_enc_to_dec_proj."):
+            proj["self_wav.output_proj." + key[len("audio_enc_to_dec_proj."):]] = value
         elif key.startswith("decoder.lm_heads."):
             lm["linears." + key[len("decoder.lm_heads."):]] = value
         elif key.startswith("decoder.model.decoder."):
@@ -216,7 +219,7 @@ def _t5_loader(source: Path | str, text_config: dict[str, Any]) -> Any:
 
 def _load_transformers(config_path: Path, source: str | Path) -> LMBundle:
     data = read_json(config_path)
-    if data.get("model_type") != "musicgen":
+    if data.get("model_type") not in ("musicgen", "musicgen_melody"):
         raise CheckpointError(f"{config_path}: model_type {data.get('model_type')!r} is not a MusicGen LM")
     generation = config_path.parent / "generation_config.json"
     guidance = read_json(generation).get("guidance_scale", 3.0) if generation.is_file() else 3.0
@@ -225,7 +228,7 @@ def _load_transformers(config_path: Path, source: str | Path) -> LMBundle:
 
 def bundle_from_transformers(data: dict[str, Any], state: dict[str, torch.Tensor], source: str | Path,
                              cfg_coef: float = 3.0) -> LMBundle:
-    """Build an :class:`LMBundle` from a transformers MusicGen config dict and state dict (in memory).
+    """Build an :class:`LMBundle` from a transformers MusicGen(-Melody) config dict and state dict (in memory).
 
     ``source`` (folder or repo) is where the text encoder and tokenizer are loaded from when first needed.
     """
@@ -234,23 +237,31 @@ def bundle_from_transformers(data: dict[str, Any], state: dict[str, torch.Tensor
     except (KeyError, TypeError, ValueError) as e:
         detail = " ".join(str(e).split())[:150]
         raise CheckpointError(f"{source}: unsupported or invalid MusicGen config ({detail})") from None
-    lm_state, proj_state = rename_transformers_lm_keys(state)
+    lm_state, cond_state = rename_transformers_lm_keys(state)
     text_cfg = data.get("text_encoder", {})
     text_dim = text_cfg.get("d_model", 768)
-    conditioner = T5Conditioner(cfg.dim, str(source), text_dim, encoder_loader=_t5_loader(source, text_cfg))
-    if not proj_state:  # equal widths: transformers adds no projection
-        with torch.no_grad():
-            conditioner.output_proj.weight.copy_(torch.eye(cfg.dim, text_dim))
-            conditioner.output_proj.bias.zero_()
-        proj_state = {k: v.clone() for k, v in conditioner.state_dict().items()}
+    conditioners = nn.ModuleDict(
+        {"description": T5Conditioner(cfg.dim, str(source), text_dim, encoder_loader=_t5_loader(source, text_cfg))})
+    fuser = ConditionFuser({"cross": ["description"]})
+    audio = data.get("audio_encoder", {})
+    sample_rate = int(audio.get("sampling_rate", 32000))
+    if data.get("model_type") == "musicgen_melody":
+        chroma = ChromaConditioner(cfg.dim, sample_rate, 30.0, n_chroma=data.get("num_chroma", 12))
+        chroma.chroma_len = int(data.get("chroma_length", 235))
+        conditioners["self_wav"] = chroma
+        fuser = ConditionFuser({"prepend": ["self_wav", "description"]})
+    fresh = conditioners.state_dict()
+    if "description.output_proj.weight" not in cond_state:  # equal widths: transformers adds no projection
+        cond_state["description.output_proj.weight"] = torch.eye(cfg.dim, text_dim)
+        cond_state["description.output_proj.bias"] = torch.zeros(cfg.dim)
+    for key in fresh:  # buffers transformers does not store (the chroma window)
+        if key.endswith("spec.window"):
+            cond_state.setdefault(key, fresh[key])
     lm = LMModel(cfg)
     check_state_dict(lm, lm_state, source)
-    check_state_dict(conditioner, proj_state, source)
+    check_state_dict(conditioners, cond_state, source)
     lm.load_state_dict(lm_state)
-    conditioner.load_state_dict(proj_state)
-    audio = data.get("audio_encoder", {})
+    conditioners.load_state_dict(cond_state)
     channels = int(data["decoder"].get("audio_channels", 1))
-    return LMBundle(lm=lm.eval(), conditioners=nn.ModuleDict({"description": conditioner.eval()}),
-                    fuser=ConditionFuser({"cross": ["description"]}), cfg_coef=cfg_coef, max_duration=30.0,
-                    sample_rate=int(audio.get("sampling_rate", 32000)), channels=channels,
-                    interleave_stereo=channels == 2)
+    return LMBundle(lm=lm.eval(), conditioners=conditioners.eval(), fuser=fuser, cfg_coef=cfg_coef, max_duration=30.0,
+                    sample_rate=sample_rate, channels=channels, interleave_stereo=channels == 2)

@@ -31,7 +31,11 @@ class ConditionFuser:
 
     def fuse(self, conditions: Mapping[str, ConditionTensor]
              ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """``{name: (emb [B, L, D], mask [B, L])} -> (prefix [B, P, D], cross_src [B, L', D], cross_mask [B, L'])``."""
+        """``{name: (emb [B, L, D], mask [B, L])} -> (prefix [B, P, D], cross_src [B, L', D], cross_mask [B, L'])``.
+
+        Prefix positions carry no mask: padded text positions are zero vectors that are attended, in AudioCraft
+        and transformers alike.
+        """
         prefix = cross = cross_mask = None
         for name, (emb, mask) in conditions.items():
             method = self.cond2fuse.get(name)

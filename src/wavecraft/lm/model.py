@@ -153,6 +153,7 @@ class LMModel(nn.Module):
         """Preallocate caches for ``max_len`` positions (prefix included) and the cross-attention keys/values.
 
         ``cross_src [B, L, D]``; ``cross_mask [B, L]`` (1 = real token) is used only if the config asks for it.
+        Prepended conditions are never masked: neither reference masks padded prefix positions.
         """
         ref = self.linears[0].weight
         shape = (batch, self.cfg.num_heads, max_len, self.cfg.head_dim)
