@@ -193,3 +193,20 @@ def test_silent_and_very_short_melodies_equal_the_null_melody(model, io):
     short = [torch.randn(1, 100) * 0.1, None]  # shorter than one chroma window: padded, still works
     wav = m.generate_with_chroma(texts, short, 16000)
     assert wav.shape == (2, 1, 19200)
+
+
+def test_stem_separator_hook_runs_before_chroma(golden, io):
+    """The (off by default) source-separation hook sees the melody at the model rate before the chroma."""
+    bundle = load_lm_bundle(golden / "melody" / "state_dict.bin")
+    conditioner = bundle.conditioners["self_wav"]
+    seen = []
+
+    def separator(wav, sample_rate):
+        seen.append((tuple(wav.shape), sample_rate))
+        return torch.zeros_like(wav)  # "removes" everything: the chroma becomes the null melody
+
+    conditioner.stem_separator = separator
+    with torch.inference_mode():
+        chroma = conditioner.extract(io["melody_wavs"])
+    assert seen == [((2, 1, 128000), 32000)]
+    assert torch.equal(chroma, io["null_chroma"].expand(2, -1, -1))

@@ -20,7 +20,7 @@ from wavecraft.checkpoints.lm import load_lm_bundle  # noqa: E402
 TEXTS = ["slow piano waltz", "upbeat rock with drums and bass"]
 
 
-def _hf_melody(tmp_path):
+def _hf_melody(tmp_path, channels: int = 1):
     tokenizer, _ = tiny_t5()
     torch.manual_seed(0)
     text = transformers.T5Config(vocab_size=40, d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=2)
@@ -28,8 +28,8 @@ def _hf_melody(tmp_path):
                                        num_filters=4, hidden_size=16, codebook_size=64, use_causal_conv=False,
                                        use_conv_shortcut=False)
     decoder = transformers.MusicgenMelodyDecoderConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
-                                                       num_attention_heads=4, ffn_dim=128, num_codebooks=4,
-                                                       pad_token_id=64, bos_token_id=64)
+                                                       num_attention_heads=4, ffn_dim=128, num_codebooks=4 * channels,
+                                                       audio_channels=channels, pad_token_id=64, bos_token_id=64)
     config = transformers.MusicgenMelodyConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(),
                                                decoder=decoder.to_dict(), num_chroma=12, chroma_length=40)
     model = transformers.MusicgenMelodyForConditionalGeneration(config).eval()
@@ -56,18 +56,20 @@ def _chroma(bundle, melodies):
 
 
 def _hf_codes(model, inputs, frames, **kwargs):
-    captured = {}
+    captured = []
     decode = model.audio_encoder.decode
 
     def spy(codes, *args, **kw):
-        captured["codes"] = codes[0]
+        captured.append(codes[0])
         return decode(codes, *args, **kw)
 
     model.audio_encoder.decode = spy
     with torch.inference_mode():
         audio = model.generate(**inputs, do_sample=False, guidance_scale=3.0, max_new_tokens=frames + 3, **kwargs)
     model.audio_encoder.decode = decode
-    return audio, captured["codes"]
+    if len(captured) == 2:  # stereo: left and right halves decoded separately; interleave them back
+        return audio, torch.stack(captured, dim=2).flatten(1, 2)
+    return audio, captured[0]
 
 
 def test_logits_with_melody(tmp_path):
@@ -87,9 +89,9 @@ def test_logits_with_melody(tmp_path):
     torch.testing.assert_close(logits, expected.reshape(2, 4, 8, -1), atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("with_melody", [True, False])
-def test_greedy_generation(tmp_path, with_melody):
-    hf, tokenizer = _hf_melody(tmp_path)
+@pytest.mark.parametrize("with_melody, channels", [(True, 1), (False, 1), (True, 2)])
+def test_greedy_generation(tmp_path, with_melody, channels):
+    hf, tokenizer = _hf_melody(tmp_path, channels)
     model = MusicGen.get_pretrained(tmp_path, device="cpu")
     frames = 8
     model.set_generation_params(use_sampling=False, duration=frames / 50)
@@ -101,5 +103,5 @@ def test_greedy_generation(tmp_path, with_melody):
     else:
         expected_audio, expected = _hf_codes(hf, inputs, frames)
         wav, codes = model.generate(TEXTS, return_tokens=True)
-    assert torch.equal(codes, expected)
+    assert torch.equal(codes, expected) and model.audio_channels == channels
     torch.testing.assert_close(wav, expected_audio, atol=1e-5, rtol=0)
