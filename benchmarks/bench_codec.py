@@ -1,10 +1,12 @@
 """EnCodec speed and memory against transformers' EncodecModel with the same weights (CPU, fp32).
 
 Both models get the musicgen 32 kHz architecture (random weights saved once by transformers and loaded by
-wavecraft), 10 s of 32 kHz audio, and are timed alternately in one process; peak memory is measured in a fresh
-child process per implementation. Prints times and ratios (wavecraft / transformers; lower is better).
+wavecraft) and 10 s of 32 kHz audio. Each measurement runs in a fresh child process (so neither implementation
+inherits the other's allocator state), alternating transformers / wavecraft for ``--rounds`` rounds; a child
+warms up, times ``--repeats`` encode+decode runs (median) and measures its peak RSS increase for one run.
+Prints times and ratios (wavecraft / transformers; lower is better).
 
-    python benchmarks/bench_codec.py [--seconds 10] [--repeats 5]
+    python benchmarks/bench_codec.py [--seconds 10] [--rounds 3] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -81,57 +83,54 @@ def _rss_mb(field: str) -> float:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def worker(impl: str, directory: Path, seconds: float) -> None:
-    """Child process: how far one encode + decode raises the peak RSS above the loaded, warmed-up model."""
+def worker(impl: str, directory: Path, seconds: float, repeats: int) -> None:
+    """Child process: median encode/decode times, and the peak RSS increase of one encode + decode."""
     model = load(impl, directory)
     run(impl, model, test_audio(1.0))
     wav = test_audio(seconds)
     baseline = _rss_mb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
-    run(impl, model, wav)
-    print(json.dumps({"peak_increase_mb": _rss_mb("VmHWM") - baseline}))
+    encode, decode, codes = run(impl, model, wav)
+    peak = _rss_mb("VmHWM") - baseline
+    times = [run(impl, model, wav)[:2] for _ in range(repeats - 1)] + [(encode, decode)]
+    torch.save(codes, directory / f"codes-{impl}.pt")
+    print(json.dumps({"encode": statistics.median(t[0] for t in times),
+                      "decode": statistics.median(t[1] for t in times), "peak_increase_mb": peak}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--worker", choices=["wavecraft", "transformers"])
     parser.add_argument("--checkpoint", type=Path)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.checkpoint, args.seconds)
+        worker(args.worker, args.checkpoint, args.seconds, args.repeats)
         return
 
+    results: dict[str, list[dict]] = {"transformers": [], "wavecraft": []}
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         make_checkpoint(directory)
-        models = {impl: load(impl, directory) for impl in ("transformers", "wavecraft")}
-        wav = test_audio(args.seconds)
-        times: dict[str, dict[str, list[float]]] = {impl: {"encode": [], "decode": []} for impl in models}
-        codes = {}
-        for impl, model in models.items():  # warm-up
-            run(impl, model, test_audio(1.0))
-        for _ in range(args.repeats):
-            for impl, model in models.items():  # alternate so that machine noise hits both alike
-                enc, dec, codes[impl] = run(impl, model, wav)
-                times[impl]["encode"].append(enc)
-                times[impl]["decode"].append(dec)
-        memory = {}
-        for impl in models:
-            out = subprocess.run([sys.executable, __file__, "--worker", impl, "--checkpoint", str(directory),
-                                  "--seconds", str(args.seconds)], capture_output=True, text=True, check=True)
-            memory[impl] = json.loads(out.stdout.strip().splitlines()[-1])
+        for _ in range(args.rounds):
+            for impl in results:  # alternate so that machine noise hits both alike
+                out = subprocess.run([sys.executable, __file__, "--worker", impl, "--checkpoint", str(directory),
+                                      "--seconds", str(args.seconds), "--repeats", str(args.repeats)],
+                                     capture_output=True, text=True, check=True)
+                results[impl].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        codes = [torch.load(directory / f"codes-{impl}.pt") for impl in results]
+        same = torch.equal(*codes)
 
     print(f"EnCodec 32 kHz (musicgen architecture), {args.seconds:g} s of audio, CPU fp32, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}")
-    print(f"codes identical: {torch.equal(codes['wavecraft'], codes['transformers'])}")
+          f"{torch.get_num_threads()} threads, median over {args.rounds} alternating rounds x {args.repeats} runs")
+    print(f"codes identical: {same}")
     print(f"{'':14}{'transformers':>14}{'wavecraft':>12}{'ratio':>8}")
-    for stage in ("encode", "decode"):
-        hf, ours = (statistics.median(times[i][stage]) for i in ("transformers", "wavecraft"))
-        print(f"{stage + ' (s)':14}{hf:14.3f}{ours:12.3f}{ours / hf:8.2f}")
-    hf_mb, ours_mb = (memory[i]["peak_increase_mb"] for i in ("transformers", "wavecraft"))
-    print(f"{'peak +MB':14}{hf_mb:14.0f}{ours_mb:12.0f}{ours_mb / max(hf_mb, 1e-9):8.2f}")
+    for key, label in (("encode", "encode (s)"), ("decode", "decode (s)"), ("peak_increase_mb", "peak +MB")):
+        hf, ours = (statistics.median(r[key] for r in results[i]) for i in ("transformers", "wavecraft"))
+        fmt = "{:14.0f}{:12.0f}" if key == "peak_increase_mb" else "{:14.3f}{:12.3f}"
+        print(f"{label:14}" + fmt.format(hf, ours) + f"{ours / max(hf, 1e-9):8.2f}")
 
 
 if __name__ == "__main__":
