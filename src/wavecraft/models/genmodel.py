@@ -194,27 +194,27 @@ class BaseGenModel:
         ordered = sorted(self.bundle.conditioners.items(), key=lambda item: isinstance(item[1], ChromaConditioner))
         with torch.inference_mode():
             for name, conditioner in ordered:
-                if isinstance(conditioner, T5Conditioner):
-                    def run(items: list, c=conditioner):  # noqa: ANN001, ANN202
-                        return c(items)
-                    inputs: list = texts
-                elif isinstance(conditioner, ChromaConditioner):
-                    def run(items: list, c=conditioner):  # noqa: ANN001, ANN202
-                        return c(self._wav_batch(items))
-                    inputs = wavs
-                else:
-                    raise GenerationError(f"conditioner {name!r} ({type(conditioner).__name__}) is not supported")
+                inputs: list = wavs if isinstance(conditioner, ChromaConditioner) else texts
                 if batched:
                     # Conditional and null rows are processed together: they share padding (text and melody).
-                    emb, mask = run(inputs + [None] * rows)
+                    emb, mask = self._run_conditioner(name, conditioner, inputs + [None] * rows)
                     encoded[name], nulls[name] = (emb[:rows], mask[:rows]), (emb[rows:], mask[rows:])
                 else:
-                    encoded[name] = run(inputs)
+                    encoded[name] = self._run_conditioner(name, conditioner, inputs)
                     if null_needed:
-                        nulls[name] = run([None] * rows)
+                        nulls[name] = self._run_conditioner(name, conditioner, [None] * rows)
         cond = Conditions(*self.bundle.fuser.fuse(encoded))
         null = Conditions(*self.bundle.fuser.fuse(nulls)) if null_needed else None
         return cond, null
+
+    def _run_conditioner(self, name: str, conditioner: torch.nn.Module, items: list
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Texts through a text conditioner, waveforms (``None`` = null melody) through the chroma conditioner."""
+        if isinstance(conditioner, T5Conditioner):
+            return conditioner(items)
+        if isinstance(conditioner, ChromaConditioner):
+            return conditioner(self._wav_batch(items))
+        raise GenerationError(f"conditioner {name!r} ({type(conditioner).__name__}) is not supported")
 
     def _melody_window(self, wav: torch.Tensor | None, offset_frames: int) -> torch.Tensor | None:
         if wav is None:
