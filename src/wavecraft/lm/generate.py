@@ -34,6 +34,11 @@ class Conditions:
                           stack([p.cross_mask for p in parts]))
 
     @property
+    def batch_size(self) -> int | None:
+        present = self.prefix if self.prefix is not None else self.cross_src
+        return None if present is None else present.shape[0]
+
+    @property
     def prefix_len(self) -> int:
         return 0 if self.prefix is None else self.prefix.shape[1]
 
@@ -77,8 +82,7 @@ def generate(lm: LMModel, cond: Conditions, max_gen_len: int, null: Conditions |
     """
     sampling = sampling or SamplingParams()
     cfg = lm.cfg
-    batch = (cond.prefix if cond.prefix is not None else cond.cross_src).shape[0] if (
-        cond.prefix is not None or cond.cross_src is not None) else (prompt.shape[0] if prompt is not None else 1)
+    batch = cond.batch_size or (prompt.shape[0] if prompt is not None else 1)
     device = lm.linears[0].weight.device
     prompt_len = 0 if prompt is None else prompt.shape[-1]
     if prompt_len > max_gen_len:
