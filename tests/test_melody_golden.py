@@ -210,3 +210,16 @@ def test_stem_separator_hook_runs_before_chroma(golden, io):
         chroma = conditioner.extract(io["melody_wavs"])
     assert seen == [((2, 1, 128000), 32000)]
     assert torch.equal(chroma, io["null_chroma"].expand(2, -1, -1))
+
+
+def test_save_pretrained_round_trip(model, io, tmp_path):
+    """wavecraft's own layout (one safetensors file + config.json) reloads to the same generations."""
+    m, texts = model
+    m.save_pretrained(tmp_path / "saved")
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["config.json", "model.safetensors"]
+    again = MusicGen.get_pretrained(tmp_path / "saved", device="cpu")
+    again.bundle.conditioners["description"].set_encoder(*_golden_encoder(m))
+    again.set_generation_params(use_sampling=False, duration=30 / 50)
+    assert again.max_duration == 6 and again.bundle.conditioners["self_wav"].chroma_len == 47
+    _, tokens = again.generate_with_chroma(texts, _melodies(io), 32000, return_tokens=True)
+    assert torch.equal(tokens, io["gen_melody"])

@@ -140,3 +140,16 @@ def test_double_cfg_reduces_to_product_for_text_only(repo):
     a = model.generate(["warm bass"], return_tokens=True)[1]
     model.set_generation_params(duration=0.3, use_sampling=False, cfg_coef=3.0)
     assert torch.equal(a, model.generate(["warm bass"], return_tokens=True)[1])
+
+
+def test_save_pretrained_stereo_round_trip(golden, tmp_path):
+    shutil.copy(golden / "stereo" / "state_dict.bin", tmp_path / "state_dict.bin")
+    shutil.copy(golden / "encodec" / "compression_state_dict.bin", tmp_path / "compression_state_dict.bin")
+    model = _model(tmp_path)
+    model.set_generation_params(duration=0.3, use_sampling=False)
+    expected = model.generate(["warm bass"], return_tokens=True)[1]
+    model.save_pretrained(tmp_path / "saved")
+    again = _model(tmp_path / "saved")
+    again.set_generation_params(duration=0.3, use_sampling=False)
+    assert again.audio_channels == 2
+    assert torch.equal(again.generate(["warm bass"], return_tokens=True)[1], expected)

@@ -22,6 +22,7 @@ from .safe_load import load_torch_file, load_weights
 from .xp_config import parse_xp_config, section
 
 WAVECRAFT_CODEC = "wavecraft_codec"
+WAVECRAFT_MUSICGEN = "wavecraft_musicgen"  # a generator saved by wavecraft: its codec sits under the "codec." prefix
 FORMAT_VERSION = 1
 
 
@@ -58,7 +59,7 @@ def _load(name_or_path: str | Path) -> EnCodec:
         return _load_torch_package(path)
     config = find_file(name_or_path, "config.json", required=False)
     model_type = read_json(config).get("model_type") if config else None
-    if model_type in (WAVECRAFT_CODEC, "encodec"):
+    if model_type in (WAVECRAFT_CODEC, WAVECRAFT_MUSICGEN, "encodec"):
         return _load_config_json(config, name_or_path)  # type: ignore[arg-type]
     # MusicGen-style repos: AudioCraft's codec package is smaller than the composite transformers weights.
     package = find_file(name_or_path, "compression_state_dict.bin", required=False)
@@ -78,6 +79,9 @@ def _load_config_json(config_path: Path, source: str | Path, weights: Path | Non
     prefix = ""
     if model_type == WAVECRAFT_CODEC:
         cfg = _build_config(lambda: CodecConfig.from_dict(data["codec"]), config_path)
+    elif model_type == WAVECRAFT_MUSICGEN:
+        cfg = _build_config(lambda: CodecConfig.from_dict(data["codec"]), config_path)
+        prefix = "codec."
     elif model_type == "encodec":
         cfg = _build_config(lambda: codec_config_from_transformers(data), config_path)
     elif model_type in ("musicgen", "musicgen_melody"):
@@ -88,7 +92,7 @@ def _load_config_json(config_path: Path, source: str | Path, weights: Path | Non
     state = load_weights(weights) if weights is not None else read_weights(source, prefix)
     if weights is not None and prefix:
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    if model_type != WAVECRAFT_CODEC:
+    if model_type not in (WAVECRAFT_CODEC, WAVECRAFT_MUSICGEN):
         state = rename_transformers_codec_keys(state, EnCodec(cfg).state_dict().keys())
     return _instantiate(cfg, state, config_path)
 

@@ -6,6 +6,7 @@ fuser, and the generation defaults stored with the model.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from ..conditioning.chroma import ChromaConditioner
 from ..errors import CheckpointError
 from ..lm.config import LMConfig
 from ..lm.model import LMModel
-from .codec import check_state_dict
+from .codec import FORMAT_VERSION, WAVECRAFT_MUSICGEN, check_state_dict
 from .files import read_json, read_weights
 from .hub import find_file
 from .safe_load import load_torch_file
@@ -99,12 +100,18 @@ def load_lm_bundle(name_or_path: str | Path) -> LMBundle:
     """
     path = Path(name_or_path).expanduser()
     if path.is_file():
-        return _load_transformers(path, path.parent) if path.suffix == ".json" else _load_audiocraft(path)
+        if path.suffix != ".json":
+            return _load_audiocraft(path)
+        if read_json(path).get("model_type") == WAVECRAFT_MUSICGEN:
+            return _load_wavecraft(path, path.parent)
+        return _load_transformers(path, path.parent)
     package = find_file(name_or_path, "state_dict.bin", required=False)
     if package is not None:
         return _load_audiocraft(package)
     config = find_file(name_or_path, "config.json", required=False)
     if config is not None:
+        if read_json(config).get("model_type") == WAVECRAFT_MUSICGEN:
+            return _load_wavecraft(config, name_or_path)
         return _load_transformers(config, name_or_path)
     raise CheckpointError(f"{name_or_path}: no language model found (expected state_dict.bin, or config.json with "
                           "model.safetensors)")
@@ -265,3 +272,71 @@ def bundle_from_transformers(data: dict[str, Any], state: dict[str, torch.Tensor
     channels = int(data["decoder"].get("audio_channels", 1))
     return LMBundle(lm=lm.eval(), conditioners=conditioners.eval(), fuser=fuser, cfg_coef=cfg_coef, max_duration=30.0,
                     sample_rate=sample_rate, channels=channels, interleave_stereo=channels == 2)
+
+
+# -- wavecraft's own layout ------------------------------------------------------------------------------------
+def _conditioner_spec(module: nn.Module) -> dict[str, Any]:
+    if isinstance(module, T5Conditioner):
+        return {"type": "t5", "encoder_name": module.encoder_name, "encoder_dim": module.output_proj.in_features}
+    if isinstance(module, ChromaConditioner):
+        return {"type": "chroma", "sample_rate": module.sample_rate, "chroma_len": module.chroma_len,
+                "n_chroma": module.output_proj.in_features, "radix2_exp": module.chroma.n_fft.bit_length() - 1,
+                "argmax": module.chroma.argmax}
+    raise CheckpointError(f"cannot save a conditioner of type {type(module).__name__}")
+
+
+def _conditioner_from_spec(spec: dict[str, Any], dim: int) -> nn.Module:
+    if spec["type"] == "t5":
+        return T5Conditioner(dim, spec["encoder_name"], spec["encoder_dim"])
+    if spec["type"] == "chroma":
+        chroma = ChromaConditioner(dim, spec["sample_rate"], 30.0, n_chroma=spec["n_chroma"],
+                                   radix2_exp=spec["radix2_exp"], argmax=spec["argmax"])
+        chroma.chroma_len = int(spec["chroma_len"])
+        return chroma
+    raise ValueError(f"unknown conditioner type {spec['type']!r}")
+
+
+def save_generator(bundle: LMBundle, codec: Any, directory: str | Path) -> Path:
+    """Write LM + conditioners + codec as one ``model.safetensors`` and a ``config.json`` (wavecraft layout)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {
+        "model_type": WAVECRAFT_MUSICGEN, "format_version": FORMAT_VERSION, "lm": bundle.lm.cfg.to_dict(),
+        "conditioners": {name: _conditioner_spec(m) for name, m in bundle.conditioners.items()},
+        "fuser": {method: [n for n, m in bundle.fuser.cond2fuse.items() if m == method]
+                  for method in sorted(set(bundle.fuser.cond2fuse.values()))},
+        "cfg_coef": bundle.cfg_coef, "two_step_cfg": bundle.two_step_cfg, "max_duration": bundle.max_duration,
+        "sample_rate": bundle.sample_rate, "channels": bundle.channels, "interleave_stereo": bundle.interleave_stereo,
+        "codec": codec.cfg.to_dict(),
+    }
+    tensors = {**{f"lm.{k}": v for k, v in bundle.lm.state_dict().items()},
+               **{f"conditioners.{k}": v for k, v in bundle.conditioners.state_dict().items()},
+               **{f"codec.{k}": v for k, v in codec.state_dict().items()}}
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(directory / "model.safetensors"),
+              metadata={"format": "pt"})
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return directory
+
+
+def _load_wavecraft(config_path: Path, source: str | Path) -> LMBundle:
+    data = read_json(config_path)
+    try:
+        cfg = LMConfig.from_dict(data["lm"])
+        conditioners = nn.ModuleDict({name: _conditioner_from_spec(spec, cfg.dim)
+                                      for name, spec in data.get("conditioners", {}).items()})
+        fuser = ConditionFuser(data.get("fuser", {}))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{config_path}: invalid wavecraft model config ({' '.join(str(e).split())[:150]})"
+                              ) from None
+    lm = LMModel(cfg)
+    lm_state, cond_state = read_weights(source, "lm."), read_weights(source, "conditioners.")
+    check_state_dict(lm, lm_state, config_path)
+    check_state_dict(conditioners, cond_state, config_path)
+    lm.load_state_dict(lm_state)
+    conditioners.load_state_dict(cond_state)
+    return LMBundle(lm=lm.eval(), conditioners=conditioners.eval(), fuser=fuser, cfg_coef=float(data["cfg_coef"]),
+                    two_step_cfg=bool(data.get("two_step_cfg", False)), max_duration=data.get("max_duration"),
+                    sample_rate=int(data["sample_rate"]), channels=int(data["channels"]),
+                    interleave_stereo=bool(data.get("interleave_stereo", False)))

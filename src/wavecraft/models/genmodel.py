@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
 from ..audio import convert_audio
-from ..checkpoints.lm import LMBundle
+from ..checkpoints.lm import LMBundle, save_generator
 from ..codec.compression import CompressionModel, InterleaveStereoCompressionModel
 from ..conditioning import T5Conditioner
 from ..conditioning.chroma import ChromaConditioner
@@ -100,6 +101,16 @@ class BaseGenModel:
         self.generator = None
         if seed is not None:
             self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Save LM, conditioners and codec to ``directory`` (``config.json`` + ``model.safetensors``).
+
+        ``get_pretrained(directory)`` loads it back. Frozen text encoders are referenced by name, not saved.
+        """
+        codec = self.compression_model
+        if isinstance(codec, InterleaveStereoCompressionModel):
+            codec = codec.model
+        return save_generator(self.bundle, codec, directory)
 
     def set_text_encoder(self, name_or_path: str) -> None:
         """Load the T5 text encoder (and tokenizer) from ``name_or_path`` instead of the checkpoint's default.
