@@ -1,0 +1,1 @@
+"""Training: losses, optimisation schedules and solvers for the codec and the language model."""
