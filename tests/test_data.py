@@ -212,3 +212,21 @@ def test_collate(metas: list[AudioMeta]) -> None:
     bare = SegmentDataset(metas, None, 16000, 1, return_info=False)
     wav, lengths, infos = collate([bare[0], bare[1]])
     assert infos is None and lengths.tolist() == [16000, 32000]
+
+
+def test_cli_data_manifest(tmp_path, capsys):
+    from wavecraft.cli import main
+
+    folder = tmp_path / "audio"
+    (folder / "sub").mkdir(parents=True)
+    t = np.arange(16000) / 16000
+    sf.write(folder / "a.wav", 0.3 * np.sin(2 * np.pi * 440 * t), 16000)
+    sf.write(folder / "sub" / "b.flac", 0.3 * np.sin(2 * np.pi * 220 * t[:8000]), 16000)
+    (folder / "sub" / "b.txt").write_text("a low hum\n")
+    out = tmp_path / "train.jsonl"
+    assert main(["data", "manifest", str(folder), "-o", str(out), "--relative"]) == 0
+    assert "2 files" in capsys.readouterr().out
+    metas = read_manifest(out)
+    assert [m.description for m in metas] == [None, "a low hum"] and metas[1].duration == pytest.approx(0.5)
+    assert main(["data", "manifest", str(tmp_path / "nope"), "-o", str(out)]) == 1
+    assert "not a folder" in capsys.readouterr().err

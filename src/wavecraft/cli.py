@@ -27,6 +27,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sfx", help="text-to-sound with AudioGen")
     _generation_args(p, default_model="facebook/audiogen-medium", default_duration=5.0)
 
+    data = sub.add_parser("data", help="build training data").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("manifest", help="list a folder of audio (with .txt/.json captions) as a JSONL manifest")
+    p.add_argument("root", help="folder to scan recursively")
+    p.add_argument("-o", "--output", required=True, help="manifest file (.jsonl or .jsonl.gz)")
+    p.add_argument("--min-duration", type=float, default=0.0, help="skip files shorter than this (seconds)")
+    p.add_argument("--relative", action="store_true", help="store paths relative to the manifest's folder")
+    p.add_argument("--workers", type=int, default=4, help="threads probing files")
+
     p = sub.add_parser("decompress", help="decode a .wcodec file to audio")
     p.add_argument("input", help=".wcodec file")
     p.add_argument("output", help="output audio file; format from the suffix (wav, flac, mp3, ogg)")
@@ -67,6 +75,23 @@ def _generate(args: argparse.Namespace) -> None:
         print(path)
 
 
+def _data(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .data import build_manifest, write_manifest
+    from .errors import WavecraftError
+
+    if not Path(args.root).is_dir():
+        raise WavecraftError(f"not a folder: {args.root}")
+    metas = build_manifest(args.root, min_duration=args.min_duration, workers=args.workers)
+    if not metas:
+        raise WavecraftError(f"no readable audio files under {args.root}")
+    write_manifest(args.output, metas, relative=args.relative)
+    hours = sum(m.duration for m in metas) / 3600
+    captioned = sum(m.description is not None for m in metas)
+    print(f"{args.output}: {len(metas)} files, {hours:.2f} h, {captioned} with captions")
+
+
 def _compress(args: argparse.Namespace) -> None:
     from .models.compression import DEFAULT_CODEC, compress_file
 
@@ -89,7 +114,8 @@ def _decompress(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    commands = {"compress": _compress, "decompress": _decompress, "generate": _generate, "sfx": _generate}
+    commands = {"compress": _compress, "decompress": _decompress, "generate": _generate, "sfx": _generate,
+                "data": _data}
     try:
         commands[args.command](args)
     except WavecraftError as e:
