@@ -1,0 +1,166 @@
+"""The language-model training loop: AdamW + warm-up/cosine, clipping, CFG dropout, EMA, logs and resumption.
+
+Resumption is exact: the checkpoint restores weights, optimizer, scheduler and RNG states, CFG dropout draws
+from a generator seeded by ``(seed, step)`` (not from the global RNG), and the data comes from a callable
+``batches(step)`` giving the batch of a global step, so a resumed run sees what the uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..lm.generate import Conditions
+from ..lm.model import LMModel
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import LMTrainConfig, config_to_dict
+from .lm_loss import cfg_dropout, lm_cross_entropy
+from .schedule import warmup_cosine
+
+Batch = tuple[torch.Tensor, Conditions]
+#: Preferred: ``batches(step) -> (codes [B, K, T], cond)``. A plain iterable also works; on resume its first
+#: ``step`` items are skipped, which is only exact if it replays the same sequence on every iteration.
+BatchSource = Callable[[int], Batch] | Iterable[Batch]
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point state: ``ema = decay * ema + (1 - decay) * w``."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if k in self.shadow:
+                self.shadow[k].lerp_(v, 1 - self.decay)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for k, v in state.items():
+            self.shadow[k].copy_(v)
+
+
+class LMSolver:
+    """Trains ``lm`` with ``cfg``. ``null_condition(cond)`` builds the null (unconditional) conditions used by
+    CFG dropout; without it, no dropout is applied. Inputs must already be on the model's device."""
+
+    def __init__(self, lm: LMModel, cfg: LMTrainConfig,
+                 null_condition: Callable[[Conditions], Conditions] | None = None) -> None:
+        self.lm = lm
+        self.cfg = cfg
+        self.null_condition = null_condition
+        # Seam for data parallelism (not implemented): wrap ``lm`` in DistributedDataParallel, give each rank its
+        # shard of ``batches(step)``, and keep file writes (logs, checkpoints) on rank 0 -- already gated below.
+        self.rank, self.world_size = 0, 1
+        # No weight decay on gains and biases (1-D): decaying them towards 0 only fights the normalisation.
+        params = [p for p in lm.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+        self.scheduler = warmup_cosine(self.optimizer, cfg.warmup_steps, cfg.total_steps, cfg.min_lr_ratio)
+        self.ema = EMA(lm, cfg.ema_decay) if cfg.ema_decay is not None else None
+        self.step = 0  # optimizer steps done so far (global, survives resumption)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.cfg.output_dir)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def train_step(self, codes: torch.Tensor, cond: Conditions) -> dict[str, float]:
+        """One optimizer step on ``codes [B, K, T]``; returns ``loss``, ``ce_q{k}``, ``lr`` and ``grad_norm``."""
+        self.lm.train()
+        if self.null_condition is not None and self.cfg.cfg_dropout > 0:
+            # Seeded by (seed, step) so the drop pattern of a step is the same after resuming.
+            generator = torch.Generator().manual_seed((self.cfg.seed << 32) + self.step)
+            cond = cfg_dropout(cond, self.null_condition(cond), self.cfg.cfg_dropout, generator)
+        out = lm_cross_entropy(self.lm, codes, cond)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.lm.parameters(), max_norm)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.lm)
+        self.step += 1
+        metrics = {"loss": out.loss.item(), "lr": lr, "grad_norm": grad_norm.item()}
+        metrics.update({f"ce_q{k}": v for k, v in enumerate(out.per_codebook.tolist())})
+        return metrics
+
+    def fit(self, batches: BatchSource, resume: bool = True, max_steps: int | None = None) -> None:
+        """Train until ``cfg.total_steps`` (or for at most ``max_steps`` more steps in this call).
+
+        Resumes from the checkpoint in ``cfg.output_dir`` when there is one (and ``resume``). Appends a line to
+        ``metrics.jsonl`` every ``log_every`` steps and checkpoints every ``checkpoint_every`` steps and on return.
+        """
+        if resume:
+            self.resume()
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
+            self._truncate_metrics()
+        end = self.cfg.total_steps if max_steps is None else min(self.cfg.total_steps, self.step + max_steps)
+        saved_at = self.step
+        source = self._batches_from(batches, self.step)
+        while self.step < end:
+            try:
+                codes, cond = next(source)
+            except StopIteration:  # a finite iterable ran out before total_steps
+                break
+            metrics = self.train_step(codes, cond)
+            if self.is_main and self.step % self.cfg.log_every == 0:
+                with open(self.output_dir / METRICS_FILE, "a") as f:
+                    f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+            if self.step % self.cfg.checkpoint_every == 0:
+                self.save()
+                saved_at = self.step
+        if saved_at != self.step:
+            self.save()
+
+    def save(self) -> None:
+        """Checkpoint the current state into ``cfg.output_dir``."""
+        if self.is_main:
+            extra: dict[str, Any] = {"ema": self.ema.state_dict()} if self.ema is not None else {}
+            save_checkpoint(self.output_dir, self.step, self.lm, self.optimizer, self.scheduler, extra)
+
+    def resume(self) -> bool:
+        """Restore the checkpoint in ``cfg.output_dir`` if there is one; return whether one was found."""
+        step, extra = load_checkpoint(self.output_dir, self.lm, self.optimizer, self.scheduler)
+        if step == 0:
+            return False
+        self.step = step
+        if self.ema is not None and "ema" in extra:
+            self.ema.load_state_dict(extra["ema"])
+        return True
+
+    def _truncate_metrics(self) -> None:
+        """Drop log lines past the restored step (written after the last checkpoint of a crashed run)."""
+        path = self.output_dir / METRICS_FILE
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= self.step]
+        if len(kept) != len(lines):
+            path.write_text("".join(kept))
+
+    @staticmethod
+    def _batches_from(batches: BatchSource, start: int) -> Iterator[Batch]:
+        if callable(batches):
+            return (batches(step) for step in itertools.count(start))
+        return itertools.islice(iter(batches), start, None)
