@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+
+from ..configs import ConfigMixin
 
 
 @dataclass(frozen=True)
-class CodecConfig:
+class CodecConfig(ConfigMixin):
     """Everything needed to build an EnCodec model (SEANet autoencoder + residual VQ).
 
     Field names follow AudioCraft's ``seanet``/``rvq``/``encodec`` config sections; ``ratios`` are in decoder
@@ -75,27 +75,6 @@ class CodecConfig:
         if self.chunk_length is None or self.overlap is None:
             return None
         return max(1, int((1.0 - self.overlap) * self.chunk_length))
-
-    def replace(self, **changes: Any) -> CodecConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["ratios"] = list(self.ratios)
-        data["target_bandwidths"] = list(self.target_bandwidths)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CodecConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown codec config fields: {', '.join(unknown)}")
-        values = dict(data)
-        for key in ("ratios", "target_bandwidths"):
-            if key in values and values[key] is not None:
-                values[key] = tuple(values[key])
-        return cls(**values)
 
 
 #: Architectures of the released codecs (weights are loaded separately).

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+
+from ..configs import ConfigMixin
 
 
 @dataclass(frozen=True)
-class LMConfig:
+class LMConfig(ConfigMixin):
     """The MusicGen transformer: summed codebook embeddings → pre-norm layers → one head per codebook.
 
     ``card`` is the codebook size; token id ``card`` is the special (empty / BOS) token. ``pattern`` and
@@ -48,25 +48,6 @@ class LMConfig:
     @property
     def special_token(self) -> int:
         return self.card
-
-    def replace(self, **changes: Any) -> LMConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["delays"] = list(self.delays)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LMConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown LM config fields: {', '.join(unknown)}")
-        values = dict(data)
-        if "delays" in values:
-            values["delays"] = tuple(values["delays"])
-        return cls(**values)
 
 
 STEREO_DELAYS = (0, 0, 1, 1, 2, 2, 3, 3)
