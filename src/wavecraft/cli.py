@@ -112,8 +112,18 @@ def _decompress(args: argparse.Namespace) -> None:
     print(f"{path} ({time.perf_counter() - begin:.2f} s)")
 
 
+def _quiet_hub_logging() -> None:
+    """Hub retry chatter ("Retrying in 2s...") would bury our one-line errors; failures still surface as those."""
+    try:
+        from huggingface_hub.utils import logging as hub_logging
+    except ImportError:  # pragma: no cover - a core dependency
+        return
+    hub_logging.set_verbosity_error()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    _quiet_hub_logging()
     commands = {"compress": _compress, "decompress": _decompress, "generate": _generate, "sfx": _generate,
                 "data": _data}
     try:
