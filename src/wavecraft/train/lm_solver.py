@@ -3,6 +3,11 @@
 Resumption is exact: the checkpoint restores weights, optimizer, scheduler and RNG states, CFG dropout draws
 from a generator seeded by ``(seed, step)`` (not from the global RNG), and the data comes from a callable
 ``batches(step)`` giving the batch of a global step, so a resumed run sees what the uninterrupted one would.
+
+Data parallel: under ``torchrun`` (a process group initialised, e.g. by :func:`.distributed.init_from_env`), the
+LM is wrapped in ``DistributedDataParallel``. Every rank calls the same ``batches(step)`` for the *global* batch
+and trains on its own contiguous shard; with gradients averaged by DDP this matches one process on the global
+batch (exactly so when every row has the same number of valid positions, as without padding).
 """
 
 from __future__ import annotations
@@ -11,15 +16,17 @@ import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import yaml
+from torch.nn.parallel import DistributedDataParallel
 
 from ..lm.generate import Conditions
 from ..lm.model import LMModel
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import LMTrainConfig, config_to_dict
+from .distributed import all_reduce_mean, barrier, rank_and_world_size, shard
 from .lm_loss import cfg_dropout, lm_cross_entropy
 from .schedule import warmup_cosine
 
@@ -52,18 +59,32 @@ class EMA:
             self.shadow[k].copy_(v)
 
 
+class _DistributedLM(DistributedDataParallel):
+    """DDP wrapper that still exposes the LM's ``cfg``: the loss reads it to lay out the codebook pattern."""
+
+    @property
+    def cfg(self) -> Any:
+        return self.module.cfg
+
+
 class LMSolver:
     """Trains ``lm`` with ``cfg``. ``null_condition(cond)`` builds the null (unconditional) conditions used by
-    CFG dropout; without it, no dropout is applied. Inputs must already be on the model's device."""
+    CFG dropout; without it, no dropout is applied. Batches are moved to the model's device (a no-op when
+    they are there already), so under DDP ``batches(step)`` may build the global batch on the CPU."""
 
     def __init__(self, lm: LMModel, cfg: LMTrainConfig,
                  null_condition: Callable[[Conditions], Conditions] | None = None) -> None:
         self.lm = lm
         self.cfg = cfg
         self.null_condition = null_condition
-        # Seam for data parallelism (not implemented): wrap ``lm`` in DistributedDataParallel, give each rank its
-        # shard of ``batches(step)``, and keep file writes (logs, checkpoints) on rank 0 -- already gated below.
-        self.rank, self.world_size = 0, 1
+        self.rank, self.world_size = rank_and_world_size()
+        self.device = next(lm.parameters()).device
+        # The module run forward/backward: the DDP wrapper averages gradients across ranks during backward.
+        # ``self.lm`` stays the bare model (same parameters) for checkpoints, EMA and clipping.
+        self.model: torch.nn.Module = lm
+        if self.world_size > 1:
+            device_ids = [self.device] if self.device.type == "cuda" else None
+            self.model = _DistributedLM(lm, device_ids=device_ids)
         # No weight decay on gains and biases (1-D): decaying them towards 0 only fights the normalisation.
         params = [p for p in lm.parameters() if p.requires_grad]
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
@@ -82,15 +103,21 @@ class LMSolver:
         return self.rank == 0
 
     def train_step(self, codes: torch.Tensor, cond: Conditions) -> dict[str, float]:
-        """One optimizer step on ``codes [B, K, T]``; returns ``loss``, ``ce_q{k}``, ``lr`` and ``grad_norm``."""
-        self.lm.train()
+        """One optimizer step on the global batch ``codes [B, K, T]`` (each rank trains on its shard of it);
+        returns ``loss``, ``ce_q{k}``, ``lr`` and ``grad_norm``, the losses averaged over ranks."""
+        self.model.train()
         if self.null_condition is not None and self.cfg.cfg_dropout > 0:
-            # Seeded by (seed, step) so the drop pattern of a step is the same after resuming.
+            # Seeded by (seed, step) so the drop pattern of a step is the same after resuming; drawn for the
+            # global batch before sharding so that every row gets the same decision as in a single process.
             generator = torch.Generator().manual_seed((self.cfg.seed << 32) + self.step)
             cond = cfg_dropout(cond, self.null_condition(cond), self.cfg.cfg_dropout, generator)
-        out = lm_cross_entropy(self.lm, codes, cond)
+        codes, cond = shard((codes, cond), self.rank, self.world_size)
+        codes, cond = codes.to(self.device), _conditions_to(cond, self.device)
+        out = lm_cross_entropy(cast(LMModel, self.model), codes, cond)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
+        # The gradients are the DDP average over ranks here, identical everywhere, so clipping (and the reported
+        # norm) matches the single-process run on the global batch without any extra communication.
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.lm.parameters(), max_norm)
         lr = self.optimizer.param_groups[0]["lr"]
@@ -99,8 +126,10 @@ class LMSolver:
         if self.ema is not None:
             self.ema.update(self.lm)
         self.step += 1
-        metrics = {"loss": out.loss.item(), "lr": lr, "grad_norm": grad_norm.item()}
-        metrics.update({f"ce_q{k}": v for k, v in enumerate(out.per_codebook.tolist())})
+        # One collective for all the losses: shards of equal size make the mean of the shard means the global one.
+        losses = all_reduce_mean(torch.cat([out.loss.detach()[None], out.per_codebook.detach()])).tolist()
+        metrics = {"loss": losses[0], "lr": lr, "grad_norm": grad_norm.item()}
+        metrics.update({f"ce_q{k}": v for k, v in enumerate(losses[1:])})
         return metrics
 
     def fit(self, batches: BatchSource, resume: bool = True, max_steps: int | None = None) -> None:
@@ -111,6 +140,8 @@ class LMSolver:
         """
         if resume:
             self.resume()
+            # Nobody may start training (and rank 0 overwrite the checkpoint) before every rank has read it.
+            barrier()
         if self.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
@@ -134,13 +165,18 @@ class LMSolver:
             self.save()
 
     def save(self) -> None:
-        """Checkpoint the current state into ``cfg.output_dir``."""
+        """Checkpoint the current state into ``cfg.output_dir`` (written by rank 0; every rank must call it)."""
         if self.is_main:
             extra: dict[str, Any] = {"ema": self.ema.state_dict()} if self.ema is not None else {}
             save_checkpoint(self.output_dir, self.step, self.lm, self.optimizer, self.scheduler, extra)
+        # The checkpoint is complete on disk once any rank returns, e.g. before a job scheduler stops the others.
+        barrier()
 
     def resume(self) -> bool:
-        """Restore the checkpoint in ``cfg.output_dir`` if there is one; return whether one was found."""
+        """Restore the checkpoint in ``cfg.output_dir`` if there is one; return whether one was found.
+
+        Every rank loads the same files (the directory must be shared between nodes), which keeps the replicas,
+        optimizer states and RNGs identical as DDP requires."""
         step, extra = load_checkpoint(self.output_dir, self.lm, self.optimizer, self.scheduler)
         if step == 0:
             return False
@@ -164,3 +200,9 @@ class LMSolver:
         if callable(batches):
             return (batches(step) for step in itertools.count(start))
         return itertools.islice(iter(batches), start, None)
+
+
+def _conditions_to(cond: Conditions, device: torch.device) -> Conditions:
+    def move(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.to(device)
+    return Conditions(move(cond.prefix), move(cond.cross_src), move(cond.cross_mask))
