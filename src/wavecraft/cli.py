@@ -64,6 +64,7 @@ def _generation_args(p: argparse.ArgumentParser, default_model: str, default_dur
     p.add_argument("-o", "--output", default="output.wav", help="output file; several prompts get _0, _1, ...")
     p.add_argument("--format", choices=["wav", "flac", "mp3", "ogg"], default=None,
                    help="audio format (default: from the output suffix, else wav)")
+    p.add_argument("--batch-size", type=int, default=None, help="prompts generated together (default: all)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

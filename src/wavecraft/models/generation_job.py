@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ..audio import audio_read, audio_write
 from ..audio.io import WRITE_FORMATS
 from .genmodel import BaseGenModel, GenerationError
@@ -28,6 +30,7 @@ class GenerationJob:
     text_encoder: str | None = None
     device: str | None = None
     progress: bool = True
+    batch_size: int | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, kind: str) -> GenerationJob:
@@ -54,14 +57,31 @@ class GenerationJob:
         melody = getattr(args, "melody", None)
         if melody and args.continue_from:
             raise GenerationError("--melody and --continue-from cannot be combined")
+        batch_size = getattr(args, "batch_size", None)
+        if batch_size is not None and batch_size < 1:
+            raise GenerationError(f"--batch-size must be at least 1, got {batch_size}")
         return cls(kind, args.model, prompts, output, fmt, params, args.continue_from, melody, args.text_encoder,
-                   args.device, not args.no_progress)
+                   args.device, not args.no_progress, batch_size)
 
     def output_paths(self) -> list[Path]:
         stem = self.output.with_suffix("") if self.output.suffix.lstrip(".").lower() in WRITE_FORMATS else self.output
         if len(self.prompts) == 1:
             return [stem]
         return [stem.with_name(f"{stem.name}_{i}") for i in range(len(self.prompts))]
+
+    @staticmethod
+    def _generate(model: BaseGenModel, prompts: list[str], prompt_audio: tuple | None,
+                  melody_audio: tuple | None) -> torch.Tensor:
+        if melody_audio is not None:
+            from .musicgen import MusicGen
+            if not isinstance(model, MusicGen):
+                raise GenerationError("--melody needs a MusicGen melody model")
+            wav, sr = melody_audio
+            return model.generate_with_chroma(prompts, [wav] * len(prompts), sr)
+        if prompt_audio is not None:
+            wav, sr = prompt_audio
+            return model.generate_continuation(wav[None].expand(len(prompts), -1, -1), sr, prompts)
+        return model.generate(prompts)
 
     def load_model(self) -> BaseGenModel:
         if self.kind == "sfx":
@@ -81,21 +101,15 @@ class GenerationJob:
         progress = GenerationProgress(model.frame_rate, disable=not self.progress)
         model.set_custom_progress_callback(progress)
         begin = time.perf_counter()
+        size = self.batch_size or len(self.prompts)
+        chunks = []
         try:
-            if melody_audio is not None:
-                from .musicgen import MusicGen
-                if not isinstance(model, MusicGen):
-                    raise GenerationError("--melody needs a MusicGen melody model")
-                wav, sr = melody_audio
-                audio = model.generate_with_chroma(self.prompts, [wav] * len(self.prompts), sr)
-            elif prompt_audio is not None:
-                wav, sr = prompt_audio
-                batch = wav[None].expand(len(self.prompts), -1, -1)
-                audio = model.generate_continuation(batch, sr, self.prompts)
-            else:
-                audio = model.generate(self.prompts)
+            # Prompts go through in batches of --batch-size (memory), in order.
+            for start in range(0, len(self.prompts), size):
+                chunks.append(self._generate(model, self.prompts[start:start + size], prompt_audio, melody_audio))
         finally:
             progress.close()
+        audio = torch.cat(chunks, dim=0)
         seconds = audio.shape[-1] / model.sample_rate
         elapsed = time.perf_counter() - begin
         if self.progress:
