@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,14 @@ def golden() -> Path:
     if not (GOLDEN / "encodec").is_dir():
         pytest.fail(f"golden reference data not found at {GOLDEN}")
     return GOLDEN
+
+
+def golden_repo(golden: Path, lm: str, folder: Path) -> Path:
+    """A local 'hub repo' folder: the golden ``lm`` checkpoint (musicgen, stereo, melody) + the golden codec."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(golden / lm / "state_dict.bin", folder / "state_dict.bin")
+    shutil.copy(golden / "encodec" / "compression_state_dict.bin", folder / "compression_state_dict.bin")
+    return folder
 
 
 @pytest.fixture(autouse=True)

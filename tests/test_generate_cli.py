@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
+from conftest import golden_repo
 from textenc import tiny_t5
 from wavecraft import AudioGen
 from wavecraft.checkpoints.safe_load import load_torch_file
@@ -26,8 +25,7 @@ def _save_t5(folder, d_model):
 @pytest.fixture(scope="module")
 def music_repo(golden, tmp_path_factory):
     folder = tmp_path_factory.mktemp("musicgen")
-    shutil.copy(golden / "musicgen" / "state_dict.bin", folder / "state_dict.bin")
-    shutil.copy(golden / "encodec" / "compression_state_dict.bin", folder / "compression_state_dict.bin")
+    golden_repo(golden, "musicgen", folder)
     return folder
 
 

@@ -7,13 +7,13 @@ descriptions (and the T5 length of ``""`` for the null rows). Demucs is off, as 
 from __future__ import annotations
 
 import json
-import shutil
 from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import golden_repo
 from wavecraft import MusicGen
 from wavecraft.checkpoints.lm import load_lm_bundle
 from wavecraft.conditioning.chroma import ChromaExtractor, chroma_filterbank
@@ -97,8 +97,7 @@ def test_prefix_logits(golden, io):
 @pytest.fixture(scope="module")
 def model(golden, io, meta, tmp_path_factory):
     folder = tmp_path_factory.mktemp("melody")
-    shutil.copy(golden / "melody" / "state_dict.bin", folder / "state_dict.bin")
-    shutil.copy(golden / "encodec" / "compression_state_dict.bin", folder / "compression_state_dict.bin")
+    golden_repo(golden, "melody", folder)
     m = MusicGen.get_pretrained(folder, device="cpu")
     conditions = meta["conditions"]
     fake = GoldenT5(conditions["descriptions"], conditions["t5_token_lengths"], io["t5_hidden"])
@@ -138,8 +137,7 @@ def test_bad_melody_input(model, io, melody, rate, message):
 
 
 def test_text_only_model_rejects_melody(golden, tmp_path):
-    shutil.copy(golden / "musicgen" / "state_dict.bin", tmp_path / "state_dict.bin")
-    shutil.copy(golden / "encodec" / "compression_state_dict.bin", tmp_path / "compression_state_dict.bin")
+    golden_repo(golden, "musicgen", tmp_path)
     with pytest.raises(WavecraftError, match="no melody conditioner"):
         MusicGen.get_pretrained(tmp_path, device="cpu").generate_with_chroma(["x"], [None], 32000)
 
@@ -153,8 +151,7 @@ def test_cli_melody(model, io, golden, tmp_path, capsys):
     m, texts = model
     folder = tmp_path / "repo"
     folder.mkdir()
-    shutil.copy(golden / "melody" / "state_dict.bin", folder / "state_dict.bin")
-    shutil.copy(golden / "encodec" / "compression_state_dict.bin", folder / "compression_state_dict.bin")
+    golden_repo(golden, "melody", folder)
     # a stereo 44.1 kHz melody file: converted to 32 kHz mono for the chroma
     t = np.arange(44100 * 2) / 44100
     sf.write(tmp_path / "tune.wav", np.stack([np.sin(2 * np.pi * 440 * t)] * 2, 1) * 0.3, 44100)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
 import wavecraft.models.genmodel as genmodel
+from conftest import golden_repo
 from textenc import tiny_t5
 from wavecraft import MusicGen
 from wavecraft.errors import WavecraftError
@@ -17,8 +16,7 @@ from wavecraft.errors import WavecraftError
 def repo(golden, tmp_path_factory):
     """A local 'hub repo' folder: LM state_dict.bin + codec compression_state_dict.bin."""
     folder = tmp_path_factory.mktemp("musicgen-tiny")
-    shutil.copy(golden / "musicgen" / "state_dict.bin", folder / "state_dict.bin")
-    shutil.copy(golden / "encodec" / "compression_state_dict.bin", folder / "compression_state_dict.bin")
+    golden_repo(golden, "musicgen", folder)
     return folder
 
 
@@ -94,8 +92,7 @@ def test_long_form_windows(repo, monkeypatch):
 
 
 def test_stereo_checkpoint(golden, tmp_path):
-    shutil.copy(golden / "stereo" / "state_dict.bin", tmp_path / "state_dict.bin")
-    shutil.copy(golden / "encodec" / "compression_state_dict.bin", tmp_path / "compression_state_dict.bin")
+    golden_repo(golden, "stereo", tmp_path)
     model = _model(tmp_path)
     model.set_generation_params(duration=0.4)
     assert model.audio_channels == 2
@@ -143,8 +140,7 @@ def test_double_cfg_reduces_to_product_for_text_only(repo):
 
 
 def test_save_pretrained_stereo_round_trip(golden, tmp_path):
-    shutil.copy(golden / "stereo" / "state_dict.bin", tmp_path / "state_dict.bin")
-    shutil.copy(golden / "encodec" / "compression_state_dict.bin", tmp_path / "compression_state_dict.bin")
+    golden_repo(golden, "stereo", tmp_path)
     model = _model(tmp_path)
     model.set_generation_params(duration=0.3, use_sampling=False)
     expected = model.generate(["warm bass"], return_tokens=True)[1]
