@@ -35,6 +35,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--relative", action="store_true", help="store paths relative to the manifest's folder")
     p.add_argument("--workers", type=int, default=4, help="threads probing files")
 
+    train = sub.add_parser("train", help="train models").add_subparsers(dest="train_command", required=True)
+    p = train.add_parser("codec", help="train an EnCodec codec on a manifest (reconstruction losses only)")
+    p.add_argument("config", nargs="?", default=None, help="YAML training config (default: built-in defaults)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set total_steps=500 --set codec.n_q=8 (repeatable)")
+
     p = sub.add_parser("decompress", help="decode a .wcodec file to audio")
     p.add_argument("input", help=".wcodec file")
     p.add_argument("output", help="output audio file; format from the suffix (wav, flac, mp3, ogg)")
@@ -93,6 +99,20 @@ def _data(args: argparse.Namespace) -> None:
     print(f"{args.output}: {len(metas)} files, {hours:.2f} h, {captioned} with captions")
 
 
+def _train(args: argparse.Namespace) -> None:
+    import torch
+
+    from .codec.compression import EnCodec
+    from .train.codec_solver import CodecSolver, CodecTrainConfig, batches_from_manifest
+    from .train.config import load_config
+
+    cfg = load_config(CodecTrainConfig, args.config, args.overrides)
+    batches = batches_from_manifest(cfg)  # before building the model: a bad manifest fails fast
+    torch.manual_seed(cfg.seed)  # the same config starts from the same weights
+    CodecSolver(EnCodec(cfg.codec), cfg).fit(batches)
+    print(f"{cfg.output_dir}/final: codec after {cfg.total_steps} steps")
+
+
 def _compress(args: argparse.Namespace) -> None:
     from .models.compression import DEFAULT_CODEC, compress_file
 
@@ -126,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     _quiet_hub_logging()
     commands = {"compress": _compress, "decompress": _decompress, "generate": _generate, "sfx": _generate,
-                "data": _data}
+                "data": _data, "train": _train}
     try:
         commands[args.command](args)
     except WavecraftError as e:

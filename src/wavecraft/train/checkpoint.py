@@ -12,6 +12,7 @@ commit point. A crash between the two moves leaves a model newer than the train 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import tempfile
@@ -98,3 +99,23 @@ def _temp_path(directory: Path, name: str) -> Path:
     fd, path = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     os.close(fd)
     return Path(path)
+
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def append_metrics(directory: Path, step: int, metrics: dict[str, float]) -> None:
+    """One JSON line ``{"step": ..., **metrics}`` appended to the run's ``metrics.jsonl``."""
+    with open(Path(directory) / METRICS_FILE, "a") as f:
+        f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+
+def truncate_metrics(directory: Path, step: int) -> None:
+    """Drop log lines past ``step`` (written after the last checkpoint of a run that crashed), so none repeat."""
+    path = Path(directory) / METRICS_FILE
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        path.write_text("".join(kept))

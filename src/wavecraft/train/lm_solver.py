@@ -13,7 +13,6 @@ batch (exactly so when every row has the same number of valid positions, as with
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -24,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..lm.generate import Conditions
 from ..lm.model import LMModel
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import append_metrics, load_checkpoint, save_checkpoint, truncate_metrics
 from .config import LMTrainConfig, config_to_dict
 from .distributed import all_reduce_mean, barrier, rank_and_world_size, shard
 from .lm_loss import cfg_dropout, lm_cross_entropy
@@ -35,7 +34,6 @@ Batch = tuple[torch.Tensor, Conditions]
 #: ``step`` items are skipped, which is only exact if it replays the same sequence on every iteration.
 BatchSource = Callable[[int], Batch] | Iterable[Batch]
 
-METRICS_FILE = "metrics.jsonl"
 
 
 class EMA:
@@ -145,7 +143,7 @@ class LMSolver:
         if self.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
-            self._truncate_metrics()
+            truncate_metrics(self.output_dir, self.step)
         end = self.cfg.total_steps if max_steps is None else min(self.cfg.total_steps, self.step + max_steps)
         saved_at = self.step
         source = self._batches_from(batches, self.step)
@@ -156,8 +154,7 @@ class LMSolver:
                 break
             metrics = self.train_step(codes, cond)
             if self.is_main and self.step % self.cfg.log_every == 0:
-                with open(self.output_dir / METRICS_FILE, "a") as f:
-                    f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+                append_metrics(self.output_dir, self.step, metrics)
             if self.step % self.cfg.checkpoint_every == 0:
                 self.save()
                 saved_at = self.step
@@ -184,16 +181,6 @@ class LMSolver:
         if self.ema is not None and "ema" in extra:
             self.ema.load_state_dict(extra["ema"])
         return True
-
-    def _truncate_metrics(self) -> None:
-        """Drop log lines past the restored step (written after the last checkpoint of a crashed run)."""
-        path = self.output_dir / METRICS_FILE
-        if not path.exists():
-            return
-        lines = path.read_text().splitlines(keepends=True)
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= self.step]
-        if len(kept) != len(lines):
-            path.write_text("".join(kept))
 
     @staticmethod
     def _batches_from(batches: BatchSource, start: int) -> Iterator[Batch]:
