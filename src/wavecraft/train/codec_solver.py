@@ -16,15 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 
 from ..codec.compression import EnCodec
 from ..codec.config import CodecConfig
 from ..errors import WavecraftError
-from .checkpoint import append_metrics, load_checkpoint, save_checkpoint, truncate_metrics
+from .checkpoint import load_checkpoint, save_checkpoint
 from .codec_step import CodecLossWeights, codec_losses
-from .config import config_to_dict
 from .distributed import rank_and_world_size
+from .loop import prepare_run_dir, run_steps
 from .schedule import warmup_cosine
 
 FINAL_DIR = "final"
@@ -99,20 +98,9 @@ class CodecSolver:
         """
         if resume:
             self.resume()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
-        truncate_metrics(self.output_dir, self.step)
+        prepare_run_dir(self.output_dir, self.cfg, self.step)
         end = self.cfg.total_steps if max_steps is None else min(self.cfg.total_steps, self.step + max_steps)
-        saved_at = self.step
-        while self.step < end:
-            metrics = self.train_step(batches(self.step))
-            if self.step % self.cfg.log_every == 0:
-                append_metrics(self.output_dir, self.step, metrics)
-            if self.step % self.cfg.checkpoint_every == 0:
-                self.save()
-                saved_at = self.step
-        if saved_at != self.step:
-            self.save()
+        run_steps(self, lambda: self.train_step(batches(self.step)), end)
         if self.step >= self.cfg.total_steps:
             self.model.save_pretrained(self.output_dir / FINAL_DIR)
 

@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from ..lm.generate import Conditions
 from ..lm.model import LMModel
-from .checkpoint import append_metrics, load_checkpoint, save_checkpoint, truncate_metrics
-from .config import LMTrainConfig, config_to_dict
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import LMTrainConfig
 from .distributed import all_reduce_mean, barrier, rank_and_world_size, shard
 from .lm_loss import cfg_dropout, lm_cross_entropy
+from .loop import prepare_run_dir, run_steps
 from .schedule import warmup_cosine
 
 Batch = tuple[torch.Tensor, Conditions]
@@ -141,25 +141,15 @@ class LMSolver:
             # Nobody may start training (and rank 0 overwrite the checkpoint) before every rank has read it.
             barrier()
         if self.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
-            truncate_metrics(self.output_dir, self.step)
+            prepare_run_dir(self.output_dir, self.cfg, self.step)
         end = self.cfg.total_steps if max_steps is None else min(self.cfg.total_steps, self.step + max_steps)
-        saved_at = self.step
         source = self._batches_from(batches, self.step)
-        while self.step < end:
-            try:
-                codes, cond = next(source)
-            except StopIteration:  # a finite iterable ran out before total_steps
-                break
-            metrics = self.train_step(codes, cond)
-            if self.is_main and self.step % self.cfg.log_every == 0:
-                append_metrics(self.output_dir, self.step, metrics)
-            if self.step % self.cfg.checkpoint_every == 0:
-                self.save()
-                saved_at = self.step
-        if saved_at != self.step:
-            self.save()
+
+        def train_one() -> dict[str, float] | None:
+            batch = next(source, None)  # None: a finite iterable ran out before total_steps
+            return None if batch is None else self.train_step(*batch)
+
+        run_steps(self, train_one, end, is_main=self.is_main)
 
     def save(self) -> None:
         """Checkpoint the current state into ``cfg.output_dir`` (written by rank 0; every rank must call it)."""
