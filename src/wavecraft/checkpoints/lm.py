@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..conditioning import ConditionFuser, T5Conditioner
+from ..conditioning import ConditionFuser, SentenceConditioner, T5Conditioner
 from ..conditioning.chroma import ChromaConditioner
 from ..errors import CheckpointError
 from ..lm.config import LMConfig
@@ -278,6 +278,9 @@ def bundle_from_transformers(data: dict[str, Any], state: dict[str, torch.Tensor
 def _conditioner_spec(module: nn.Module) -> dict[str, Any]:
     if isinstance(module, T5Conditioner):
         return {"type": "t5", "encoder_name": module.encoder_name, "encoder_dim": module.output_proj.in_features}
+    if isinstance(module, SentenceConditioner):
+        return {"type": "sentence", "encoder_name": module.encoder_name,
+                "encoder_dim": module.output_proj.in_features, "pooling": module.pooling}
     if isinstance(module, ChromaConditioner):
         return {"type": "chroma", "sample_rate": module.sample_rate, "chroma_len": module.chroma_len,
                 "n_chroma": module.output_proj.in_features, "radix2_exp": module.chroma.n_fft.bit_length() - 1,
@@ -288,6 +291,8 @@ def _conditioner_spec(module: nn.Module) -> dict[str, Any]:
 def _conditioner_from_spec(spec: dict[str, Any], dim: int) -> nn.Module:
     if spec["type"] == "t5":
         return T5Conditioner(dim, spec["encoder_name"], spec["encoder_dim"])
+    if spec["type"] == "sentence":
+        return SentenceConditioner(dim, spec["encoder_name"], spec["encoder_dim"], spec.get("pooling", "mean"))
     if spec["type"] == "chroma":
         chroma = ChromaConditioner(dim, spec["sample_rate"], 30.0, n_chroma=spec["n_chroma"],
                                    radix2_exp=spec["radix2_exp"], argmax=spec["argmax"])

@@ -2,6 +2,7 @@
 
 from .attributes import ConditioningAttributes, WavCondition
 from .fuser import ConditionFuser
-from .text import T5Conditioner
+from .text import SentenceConditioner, T5Conditioner, TextConditioner
 
-__all__ = ["ConditionFuser", "ConditioningAttributes", "T5Conditioner", "WavCondition"]
+__all__ = ["ConditionFuser", "ConditioningAttributes", "SentenceConditioner", "T5Conditioner", "TextConditioner",
+           "WavCondition"]
