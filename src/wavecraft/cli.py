@@ -36,10 +36,16 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=4, help="threads probing files")
 
     train = sub.add_parser("train", help="train models").add_subparsers(dest="train_command", required=True)
-    p = train.add_parser("codec", help="train an EnCodec codec on a manifest (reconstruction losses only)")
+    p = train.add_parser("codec", help="train an EnCodec codec on a manifest")
     p.add_argument("config", nargs="?", default=None, help="YAML training config (default: built-in defaults)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set total_steps=500 --set codec.n_q=8 (repeatable)")
+    p = train.add_parser("lm", help="train (or fine-tune) a MusicGen language model on a manifest")
+    p.add_argument("config", nargs="?", default=None, help="YAML training config (default: built-in defaults)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set codec=runs/codec/final --set train.total_steps=500")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many more steps (resume later with the same command)")
 
     p = sub.add_parser("decompress", help="decode a .wcodec file to audio")
     p.add_argument("input", help=".wcodec file")
@@ -71,6 +77,8 @@ def _generation_args(p: argparse.ArgumentParser, default_model: str, default_dur
     p.add_argument("--format", choices=["wav", "flac", "mp3", "ogg"], default=None,
                    help="audio format (default: from the output suffix, else wav)")
     p.add_argument("--batch-size", type=int, default=None, help="prompts generated together (default: all)")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="int8 transformer weights: faster on CPU")
+    p.add_argument("--stream", action="store_true", help="write audio while generating (no loudness normalization)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -100,6 +108,9 @@ def _data(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    if args.train_command == "lm":
+        _train_lm(args)
+        return
     import torch
 
     from .codec.compression import EnCodec
@@ -111,6 +122,18 @@ def _train(args: argparse.Namespace) -> None:
     torch.manual_seed(cfg.seed)  # the same config starts from the same weights
     CodecSolver(EnCodec(cfg.codec), cfg).fit(batches)
     print(f"{cfg.output_dir}/final: codec after {cfg.total_steps} steps")
+
+
+def _train_lm(args: argparse.Namespace) -> None:
+    from .train.config import load_config
+    from .train.lm_run import LMRunConfig, train_lm
+
+    cfg = load_config(LMRunConfig, args.config, args.overrides)
+    final = train_lm(cfg, max_steps=args.max_steps)
+    if final is None:
+        print(f"{cfg.train.output_dir}: stopped before step {cfg.train.total_steps}; run again to resume")
+    else:
+        print(f"{final}: model after {cfg.train.total_steps} steps (MusicGen.get_pretrained({str(final)!r}))")
 
 
 def _compress(args: argparse.Namespace) -> None:

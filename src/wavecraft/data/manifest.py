@@ -48,6 +48,8 @@ class AudioMeta:
     channels: int = 1
     description: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    #: 1-based line of the manifest this record was read from (not written back): for error messages.
+    line: int | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON record; ``description`` and ``info`` are left out when empty to keep lines short."""
@@ -120,6 +122,7 @@ def read_manifest(path: PathLike) -> list[AudioMeta]:
                     raise WavecraftError(f"bad record in manifest {path}, line {number}: {e}") from None
                 if not os.path.isabs(meta.path):
                     meta.path = os.path.normpath(folder / meta.path)
+                meta.line = number
                 metas.append(meta)
     except (OSError, EOFError, UnicodeDecodeError) as e:
         # EOFError / BadGzipFile (an OSError): a truncated or non-gzip `.gz` file.

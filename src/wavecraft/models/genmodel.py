@@ -6,17 +6,22 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..audio import convert_audio
 from ..checkpoints.lm import LMBundle, save_generator
 from ..codec.compression import CompressionModel, InterleaveStereoCompressionModel
-from ..conditioning import T5Conditioner
+from ..conditioning import TextConditioner
 from ..conditioning.chroma import ChromaConditioner
 from ..errors import WavecraftError
 from ..lm import linear as lm_linear
 from ..lm.generate import Conditions, SamplingParams, generate
+from ..lm.quantize import model_is_quantized
+
+if TYPE_CHECKING:
+    from .streaming import AudioStream
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -107,6 +112,8 @@ class BaseGenModel:
 
         ``get_pretrained(directory)`` loads it back. Frozen text encoders are referenced by name, not saved.
         """
+        if model_is_quantized(self.lm):
+            raise GenerationError("an int8-quantized model cannot be saved; save it before quantizing")
         codec = self.compression_model
         if isinstance(codec, InterleaveStereoCompressionModel):
             codec = codec.model
@@ -118,7 +125,7 @@ class BaseGenModel:
         Useful offline: point it at a local copy of ``t5-base`` (or ``t5-large`` for AudioGen).
         """
         for conditioner in self.bundle.conditioners.values():
-            if isinstance(conditioner, T5Conditioner):
+            if isinstance(conditioner, TextConditioner):
                 conditioner.use_encoder(name_or_path)
 
     def set_custom_progress_callback(self, progress_callback: ProgressCallback | None = None) -> None:
@@ -136,6 +143,19 @@ class BaseGenModel:
         """One clip per description: ``wav [B, C, duration * sample_rate]`` (and the tokens ``[B, K, F]``)."""
         texts = self._check_descriptions(descriptions, allow_none=False)
         return self._finish(self._generate_tokens(texts, None, progress), return_tokens)
+
+    def generate_stream(self, descriptions: Sequence[str], chunk_seconds: float = 1.0,
+                        progress: bool = False) -> AudioStream:
+        """Like :meth:`generate`, but iterating the result yields audio chunks ``[B, C, n]`` as soon as they exist.
+
+        Chunks hold ``chunk_seconds`` of audio (the last one may be shorter); concatenated they equal
+        ``generate_audio(tokens)`` up to float rounding. The duration must fit in one window (``max_duration``).
+        After iteration, ``stream.tokens [B, K, F]`` holds the codes. See :mod:`wavecraft.models.streaming`.
+        """
+        from .streaming import AudioStream
+
+        texts = self._check_descriptions(descriptions, allow_none=False)
+        return AudioStream(self, texts, chunk_seconds, progress)
 
     def generate_continuation(self, prompt: torch.Tensor, prompt_sample_rate: int,
                               descriptions: Sequence[str | None] | None = None, progress: bool = False,
@@ -221,7 +241,7 @@ class BaseGenModel:
     def _run_conditioner(self, name: str, conditioner: torch.nn.Module, items: list
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """Texts through a text conditioner, waveforms (``None`` = null melody) through the chroma conditioner."""
-        if isinstance(conditioner, T5Conditioner):
+        if isinstance(conditioner, TextConditioner):
             return conditioner(items)
         if isinstance(conditioner, ChromaConditioner):
             return conditioner(self._wav_batch(items))
@@ -248,6 +268,15 @@ class BaseGenModel:
             return lambda done, _steps: print(f"{done + offset: 6d} / {total: 6d}", end="\r", file=sys.stderr)
         return None
 
+    def _lm_kwargs(self, null: Conditions | None, callback: ProgressCallback | None) -> dict:
+        """Keyword arguments of :func:`~wavecraft.lm.generate.generate` besides conditions, length and prompt."""
+        # The LM's coefficient in two-step mode is the stored one, as in the reference.
+        cfg_coef = self.bundle.cfg_coef if self.two_step_cfg else self.cfg_coef
+        # Double CFG's middle term drops the description but keeps other conditions; with text only it is null.
+        mid = null if self.cfg_coef_beta is not None else None
+        return dict(null=null, cfg_coef=cfg_coef, two_step_cfg=self.two_step_cfg, sampling=self.sampling,
+                    generator=self.generator, callback=callback, cfg_coef_beta=self.cfg_coef_beta, mid=mid)
+
     def _generate_tokens(self, texts: list[str | None], prompt_tokens: torch.Tensor | None,
                          progress: bool, melodies: list[torch.Tensor | None] | None = None) -> torch.Tensor:
         total_len = int(self.duration * self.frame_rate)
@@ -259,21 +288,14 @@ class BaseGenModel:
         prompt_len = 0 if prompt_tokens is None else prompt_tokens.shape[-1]
         if prompt_len > total_len:
             raise GenerationError("the prompt is longer than the requested duration")
-        # The LM's coefficient in two-step mode is the stored one, as in the reference.
-        cfg_coef = self.bundle.cfg_coef if self.two_step_cfg else self.cfg_coef
-
-        # Double CFG's middle term drops the description but keeps other conditions; with text only it is null.
-        mid = null if self.cfg_coef_beta is not None else None
 
         def run(prompt: torch.Tensor | None, max_gen_len: int, offset: int) -> torch.Tensor:
             nonlocal cond, null
             if offset and melodies is not None:
                 # Each window is conditioned on the melody from its own start time, wrapping around.
                 cond, null = self._conditions(texts, [self._melody_window(m, offset) for m in melodies])
-            return generate(self.lm, cond, max_gen_len, null=null, cfg_coef=cfg_coef, two_step_cfg=self.two_step_cfg,
-                            prompt=prompt, sampling=self.sampling, generator=self.generator,
-                            callback=self._progress(progress, offset, total_len), cfg_coef_beta=self.cfg_coef_beta,
-                            mid=mid)
+            return generate(self.lm, cond, max_gen_len, prompt=prompt,
+                            **self._lm_kwargs(null, self._progress(progress, offset, total_len)))
 
         if self.duration <= self.max_duration:
             return run(prompt_tokens, total_len, 0)

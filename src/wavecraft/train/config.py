@@ -34,6 +34,8 @@ class LMTrainConfig:
     grad_clip: float = 1.0  # <= 0 disables clipping (the norm is still reported)
     batch_size: int = 8
     cfg_dropout: float = 0.1
+    #: Per-condition dropout on top of CFG dropout, e.g. ``{self_wav: 0.5}`` so a melody model also learns text only.
+    attribute_dropout: dict[str, float] = dataclasses.field(default_factory=dict)
     ema_decay: float | None = None
     log_every: int = 10
     checkpoint_every: int = 100
@@ -143,6 +145,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads "3e-4" (no dot) as a string: accept the numbers it leaves unparsed.
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif tp is str:
         if isinstance(value, str):
             return value

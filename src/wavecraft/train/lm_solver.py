@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..lm.generate import Conditions
@@ -25,11 +27,14 @@ from ..lm.model import LMModel
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import LMTrainConfig
 from .distributed import all_reduce_mean, barrier, rank_and_world_size, shard
+from .lm_conditions import ConditionProjector, RawConditions
 from .lm_loss import cfg_dropout, lm_cross_entropy
 from .loop import prepare_run_dir, run_steps
 from .schedule import warmup_cosine
 
-Batch = tuple[torch.Tensor, Conditions]
+#: ``(codes [B, K, T], conditions)``: conditions already projected, or the frozen encoders' :class:`RawConditions`
+#: when the solver trains the conditioners' projections too (given a :class:`ConditionProjector`).
+Batch = tuple[torch.Tensor, Conditions | RawConditions]
 #: Preferred: ``batches(step) -> (codes [B, K, T], cond)``. A plain iterable also works; on resume its first
 #: ``step`` items are skipped, which is only exact if it replays the same sequence on every iteration.
 BatchSource = Callable[[int], Batch] | Iterable[Batch]
@@ -68,13 +73,21 @@ class _DistributedLM(DistributedDataParallel):
 class LMSolver:
     """Trains ``lm`` with ``cfg``. ``null_condition(cond)`` builds the null (unconditional) conditions used by
     CFG dropout; without it, no dropout is applied. Batches are moved to the model's device (a no-op when
-    they are there already), so under DDP ``batches(step)`` may build the global batch on the CPU."""
+    they are there already), so under DDP ``batches(step)`` may build the global batch on the CPU.
+
+    With ``conditions`` (the model's conditioners and fuser), batches carry :class:`RawConditions` and the
+    conditioners' projections are trained and checkpointed with the LM (keys ``lm.*`` and ``conditions.*``);
+    CFG and attribute dropout then act on the raw conditions."""
 
     def __init__(self, lm: LMModel, cfg: LMTrainConfig,
-                 null_condition: Callable[[Conditions], Conditions] | None = None) -> None:
+                 null_condition: Callable[[Conditions], Conditions] | None = None,
+                 conditions: ConditionProjector | None = None) -> None:
         self.lm = lm
         self.cfg = cfg
         self.null_condition = null_condition
+        self.conditions = conditions
+        # What is optimised, averaged and checkpointed: the LM, plus the trained projections when given.
+        self.trainable: nn.Module = lm if conditions is None else nn.ModuleDict({"lm": lm, "conditions": conditions})
         self.rank, self.world_size = rank_and_world_size()
         self.device = next(lm.parameters()).device
         # The module run forward/backward: the DDP wrapper averages gradients across ranks during backward.
@@ -84,12 +97,12 @@ class LMSolver:
             device_ids = [self.device] if self.device.type == "cuda" else None
             self.model = _DistributedLM(lm, device_ids=device_ids)
         # No weight decay on gains and biases (1-D): decaying them towards 0 only fights the normalisation.
-        params = [p for p in lm.parameters() if p.requires_grad]
+        params = [p for p in self.trainable.parameters() if p.requires_grad]
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
         self.scheduler = warmup_cosine(self.optimizer, cfg.warmup_steps, cfg.total_steps, cfg.min_lr_ratio)
-        self.ema = EMA(lm, cfg.ema_decay) if cfg.ema_decay is not None else None
+        self.ema = EMA(self.trainable, cfg.ema_decay) if cfg.ema_decay is not None else None
         self.step = 0  # optimizer steps done so far (global, survives resumption)
 
     @property
@@ -100,29 +113,42 @@ class LMSolver:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def train_step(self, codes: torch.Tensor, cond: Conditions) -> dict[str, float]:
+    def train_step(self, codes: torch.Tensor, cond: Conditions | RawConditions) -> dict[str, float]:
         """One optimizer step on the global batch ``codes [B, K, T]`` (each rank trains on its shard of it);
         returns ``loss``, ``ce_q{k}``, ``lr`` and ``grad_norm``, the losses averaged over ranks."""
         self.model.train()
-        if self.null_condition is not None and self.cfg.cfg_dropout > 0:
-            # Seeded by (seed, step) so the drop pattern of a step is the same after resuming; drawn for the
-            # global batch before sharding so that every row gets the same decision as in a single process.
-            generator = torch.Generator().manual_seed((self.cfg.seed << 32) + self.step)
-            cond = cfg_dropout(cond, self.null_condition(cond), self.cfg.cfg_dropout, generator)
-        codes, cond = shard((codes, cond), self.rank, self.world_size)
-        codes, cond = codes.to(self.device), _conditions_to(cond, self.device)
+        # Seeded by (seed, step) so the drop pattern of a step is the same after resuming; drawn for the
+        # global batch before sharding so that every row gets the same decision as in a single process.
+        generator = torch.Generator().manual_seed((self.cfg.seed << 32) + self.step)
+        if isinstance(cond, RawConditions):
+            if self.conditions is None:
+                raise TypeError("raw conditions need a solver built with conditions=ConditionProjector(...)")
+            cond = self.conditions.dropout(cond, self.cfg.cfg_dropout, self.cfg.attribute_dropout, generator)
+            codes, cond = shard((codes, cond), self.rank, self.world_size)
+            codes, cond = codes.to(self.device), self.conditions.project(cond.to(self.device))
+        else:
+            if self.null_condition is not None and self.cfg.cfg_dropout > 0:
+                cond = cfg_dropout(cond, self.null_condition(cond), self.cfg.cfg_dropout, generator)
+            codes, cond = shard((codes, cond), self.rank, self.world_size)
+            codes, cond = codes.to(self.device), _conditions_to(cond, self.device)
         out = lm_cross_entropy(cast(LMModel, self.model), codes, cond)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
+        if self.conditions is not None and self.world_size > 1:
+            # The projections run outside the DDP-wrapped LM: average their gradients here.
+            for p in self.conditions.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world_size
         # The gradients are the DDP average over ranks here, identical everywhere, so clipping (and the reported
         # norm) matches the single-process run on the global batch without any extra communication.
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.lm.parameters(), max_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable.parameters(), max_norm)
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
-            self.ema.update(self.lm)
+            self.ema.update(self.trainable)
         self.step += 1
         # One collective for all the losses: shards of equal size make the mean of the shard means the global one.
         losses = all_reduce_mean(torch.cat([out.loss.detach()[None], out.per_codebook.detach()])).tolist()
@@ -155,7 +181,7 @@ class LMSolver:
         """Checkpoint the current state into ``cfg.output_dir`` (written by rank 0; every rank must call it)."""
         if self.is_main:
             extra: dict[str, Any] = {"ema": self.ema.state_dict()} if self.ema is not None else {}
-            save_checkpoint(self.output_dir, self.step, self.lm, self.optimizer, self.scheduler, extra)
+            save_checkpoint(self.output_dir, self.step, self.trainable, self.optimizer, self.scheduler, extra)
         # The checkpoint is complete on disk once any rank returns, e.g. before a job scheduler stops the others.
         barrier()
 
@@ -164,7 +190,7 @@ class LMSolver:
 
         Every rank loads the same files (the directory must be shared between nodes), which keeps the replicas,
         optimizer states and RNGs identical as DDP requires."""
-        step, extra = load_checkpoint(self.output_dir, self.lm, self.optimizer, self.scheduler)
+        step, extra = load_checkpoint(self.output_dir, self.trainable, self.optimizer, self.scheduler)
         if step == 0:
             return False
         self.step = step
