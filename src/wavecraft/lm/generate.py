@@ -7,13 +7,14 @@ static-cache LM, combines the logits, picks the next codes and writes them where
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from .model import DecodeState, LMModel
-from .patterns import get_pattern_provider
+from .patterns import Pattern, get_pattern_provider
 from .sampling import sample_next_token
 
 
@@ -65,6 +66,18 @@ class _Pass:
         return logits[:, :, -1]  # [B, K, card]: the prediction for the next step
 
 
+class DecodedStep(NamedTuple):
+    """What :func:`generate_steps` yields after each decoding step (read-only views: do not modify).
+
+    ``sequence [B, K, S]`` is the pattern sequence being filled (``-1`` where nothing is decoded yet); steps
+    ``<= offset`` are final. ``pattern`` maps it back to codes ``[B, K, T]`` (``revert_pattern_sequence``).
+    """
+
+    offset: int
+    sequence: torch.Tensor
+    pattern: Pattern
+
+
 @torch.inference_mode()
 def generate(lm: LMModel, cond: Conditions, max_gen_len: int, null: Conditions | None = None,
              cfg_coef: float = 3.0, two_step_cfg: bool = False, prompt: torch.Tensor | None = None,
@@ -79,6 +92,26 @@ def generate(lm: LMModel, cond: Conditions, max_gen_len: int, null: Conditions |
 
     Double CFG (``cfg_coef_beta``, MusicGen-Style): a third batch ``mid`` (conditions without the description)
     gives ``logits = null + cfg_coef * (mid + beta * (cond - mid) - null)``.
+    """
+    steps = generate_steps(lm, cond, max_gen_len, null, cfg_coef, two_step_cfg, prompt, sampling, callback,
+                           generator, cfg_coef_beta, mid)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+@torch.inference_mode()
+def generate_steps(lm: LMModel, cond: Conditions, max_gen_len: int, null: Conditions | None = None,
+                   cfg_coef: float = 3.0, two_step_cfg: bool = False, prompt: torch.Tensor | None = None,
+                   sampling: SamplingParams | None = None, callback: Callable[[int, int], None] | None = None,
+                   generator: torch.Generator | None = None, cfg_coef_beta: float | None = None,
+                   mid: Conditions | None = None) -> Generator[DecodedStep, None, torch.Tensor]:
+    """:func:`generate` as a generator: yields a :class:`DecodedStep` after every decoding step, returns the codes.
+
+    Streaming consumers read the frames completed so far between steps; :func:`generate` just drains it, so both
+    run the very same computation.
     """
     sampling = sampling or SamplingParams()
     cfg = lm.cfg
@@ -132,6 +165,7 @@ def generate(lm: LMModel, cond: Conditions, max_gen_len: int, null: Conditions |
         previous = offset
         if callback is not None:
             callback(1 + offset - start, steps - start)
+        yield DecodedStep(offset, sequence, pattern)
 
     out, _, out_valid = pattern.revert_pattern_sequence(sequence, special_token=unknown)
     if not bool((out[out_valid.expand_as(out)] != unknown).all()):

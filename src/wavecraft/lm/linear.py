@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .quantize import int8_linear
+
 _ATTR = "_wavecraft_packed"
 _state = {"enabled": hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()}
 
@@ -29,7 +31,12 @@ def is_enabled() -> bool:
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
            rows: tuple[int, int] | None = None) -> torch.Tensor:
-    """``F.linear(x, weight[rows[0]:rows[1]], bias)``, through packed weights when that is faster."""
+    """``F.linear(x, weight[rows[0]:rows[1]], bias)``, through packed weights when that is faster.
+
+    An int8 ``weight`` is a placeholder from :func:`wavecraft.lm.quantize.quantize_int8`: it runs the int8 kernel.
+    """
+    if weight.dtype == torch.int8:
+        return int8_linear(x, weight, bias, rows)
     w = weight if rows is None else weight[rows[0]:rows[1]]
     if not (_state["enabled"] and x.device.type == "cpu" and x.dtype == torch.float32
             and w.dtype == torch.float32 and not torch.is_grad_enabled()):

@@ -8,6 +8,7 @@ import torch
 
 from ..checkpoints.lm import load_lm_bundle
 from ..codec.compression import CompressionModel
+from ..lm.quantize import check_quantize, quantize_int8
 from .genmodel import BaseGenModel
 from .musicgen import _default_device
 
@@ -21,10 +22,15 @@ class AudioGen(BaseGenModel):
     default_extend_stride = 2.0
 
     @classmethod
-    def get_pretrained(cls, name: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None
-                       ) -> AudioGen:
+    def get_pretrained(cls, name: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None,
+                       quantize: str | None = None) -> AudioGen:
+        """Load LM + codec; ``quantize='int8'`` as for :meth:`MusicGen.get_pretrained`."""
+        device = _default_device(device)
+        check_quantize(quantize, device)
         bundle = load_lm_bundle(name)
         location = Path(name).parent if Path(name).is_file() else name
         codec = CompressionModel.get_pretrained(location)
-        device = _default_device(device)
-        return cls(str(name), codec.to(device), bundle.to(device))
+        bundle.to(device)
+        if quantize == "int8":
+            quantize_int8(bundle.lm)
+        return cls(str(name), codec.to(device), bundle)

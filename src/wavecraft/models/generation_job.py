@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import soundfile as sf
 import torch
 
-from ..audio import audio_read, audio_write
+from ..audio import _sndfile, audio_read, audio_write
 from ..audio.io import WRITE_FORMATS
+from ..errors import AudioFileError
+from ..fileio import atomic_output
+from ..lm.quantize import check_quantize
 from .genmodel import BaseGenModel, GenerationError
 from .progress import GenerationProgress
 
@@ -31,6 +37,8 @@ class GenerationJob:
     device: str | None = None
     progress: bool = True
     batch_size: int | None = None
+    quantize: str | None = None
+    stream: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, kind: str) -> GenerationJob:
@@ -60,8 +68,13 @@ class GenerationJob:
         batch_size = getattr(args, "batch_size", None)
         if batch_size is not None and batch_size < 1:
             raise GenerationError(f"--batch-size must be at least 1, got {batch_size}")
+        quantize = check_quantize(getattr(args, "quantize", None))
+        stream = bool(getattr(args, "stream", False))
+        if stream and (melody or args.continue_from):
+            raise GenerationError("--stream generates from text only: it cannot be combined with --melody or "
+                                  "--continue-from")
         return cls(kind, args.model, prompts, output, fmt, params, args.continue_from, melody, args.text_encoder,
-                   args.device, not args.no_progress, batch_size)
+                   args.device, not args.no_progress, batch_size, quantize, stream)
 
     def output_paths(self) -> list[Path]:
         stem = self.output.with_suffix("") if self.output.suffix.lstrip(".").lower() in WRITE_FORMATS else self.output
@@ -86,9 +99,9 @@ class GenerationJob:
     def load_model(self) -> BaseGenModel:
         if self.kind == "sfx":
             from .audiogen import AudioGen
-            return AudioGen.get_pretrained(self.model, device=self.device)
+            return AudioGen.get_pretrained(self.model, device=self.device, quantize=self.quantize)
         from .musicgen import MusicGen
-        return MusicGen.get_pretrained(self.model, device=self.device)
+        return MusicGen.get_pretrained(self.model, device=self.device, quantize=self.quantize)
 
     def run(self) -> list[Path]:
         # Read the prompt audio first: input problems surface before a long model load.
@@ -100,6 +113,11 @@ class GenerationJob:
         model.set_generation_params(**self.params)
         progress = GenerationProgress(model.frame_rate, disable=not self.progress)
         model.set_custom_progress_callback(progress)
+        if self.stream:
+            if model.duration > model.max_duration:  # before any file is created
+                raise GenerationError(f"--stream generates one window: --duration {model.duration:g} exceeds the "
+                                      f"model's maximum of {model.max_duration:g} s")
+            return self._run_stream(model, progress)
         begin = time.perf_counter()
         size = self.batch_size or len(self.prompts)
         chunks = []
@@ -118,3 +136,58 @@ class GenerationJob:
         return [audio_write(stem, wav.cpu(), model.sample_rate, format=self.fmt, strategy="loudness",
                             loudness_compressor=True)
                 for stem, wav in zip(self.output_paths(), audio, strict=True)]
+
+    def _run_stream(self, model: BaseGenModel, progress: GenerationProgress) -> list[Path]:
+        """Write each file chunk by chunk as generation goes (raw samples clipped to [-1, 1]: loudness
+        normalization needs the whole clip). Files grow under hidden temporary names and are renamed when done, so
+        an error leaves no partial output."""
+        paths = [stem.with_name(f"{stem.name}.{self.fmt}") for stem in self.output_paths()]
+        size = self.batch_size or len(self.prompts)
+        begin = time.perf_counter()
+        first_audio: float | None = None
+        try:
+            for start in range(0, len(self.prompts), size):
+                batch_paths = paths[start:start + size]
+                with contextlib.ExitStack() as stack:
+                    files = [stack.enter_context(_stream_file(path, model.sample_rate, model.audio_channels, self.fmt))
+                             for path in batch_paths]
+                    for chunk in model.generate_stream(self.prompts[start:start + size]):
+                        if first_audio is None:
+                            first_audio = time.perf_counter() - begin
+                        for f, wav in zip(files, chunk.cpu(), strict=True):
+                            f.write(wav)
+        finally:
+            progress.close()
+        elapsed = time.perf_counter() - begin
+        if self.progress:
+            print(f"first audio after {first_audio or 0:.2f} s; generated {len(self.prompts)} x "
+                  f"{model.duration:.1f} s in {elapsed:.1f} s")
+        return paths
+
+
+class _StreamWriter:
+    """Appends chunks ``wav [C, n]`` to an open sound file, clipped to [-1, 1] as the encoders expect."""
+
+    def __init__(self, file: sf.SoundFile, path: Path) -> None:
+        self.file = file
+        self.path = path
+
+    def write(self, wav: torch.Tensor) -> None:
+        try:
+            self.file.write(wav.float().clamp(-1, 1).numpy().T)
+        except _sndfile.ERRORS as e:
+            raise AudioFileError(f"cannot write audio file {self.path}: {_sndfile.error_reason(e)}") from e
+
+
+@contextlib.contextmanager
+def _stream_file(path: Path, sample_rate: int, channels: int, fmt: str) -> Iterator[_StreamWriter]:
+    """An audio file written chunk by chunk under a hidden temporary name, renamed to ``path`` on success."""
+    settings = _sndfile.encoder_settings(fmt, channels, sample_rate)
+    with contextlib.ExitStack() as stack:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = stack.enter_context(atomic_output(path))  # on any error below: the temporary file is deleted
+            file = stack.enter_context(sf.SoundFile(str(tmp), "w", sample_rate, channels, **settings))
+        except _sndfile.ERRORS as e:
+            raise AudioFileError(f"cannot write audio file {path}: {_sndfile.error_reason(e)}") from e
+        yield _StreamWriter(file, path)

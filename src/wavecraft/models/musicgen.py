@@ -10,6 +10,7 @@ from ..audio import convert_audio
 from ..checkpoints.lm import load_lm_bundle
 from ..codec.compression import CompressionModel
 from ..conditioning.chroma import ChromaConditioner
+from ..lm.quantize import check_quantize, quantize_int8
 from .genmodel import BaseGenModel, GenerationError
 
 DEFAULT_MODEL = "facebook/musicgen-small"
@@ -37,19 +38,23 @@ class MusicGen(BaseGenModel):
     default_duration = 15.0
 
     @classmethod
-    def get_pretrained(cls, name: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None
-                       ) -> MusicGen:
+    def get_pretrained(cls, name: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None,
+                       quantize: str | None = None) -> MusicGen:
         """Load LM + codec from a hub repo, a local directory, or an AudioCraft ``state_dict.bin``.
 
-        The codec is read from the same place (``compression_state_dict.bin``).
+        The codec is read from the same place (``compression_state_dict.bin``). ``quantize='int8'`` stores the
+        transformer's linear weights in int8 for faster CPU decoding (:mod:`wavecraft.lm.quantize`).
         """
         name = resolve_name(name)
+        device = _default_device(device)
+        check_quantize(quantize, device)  # before the (long) load
         bundle = load_lm_bundle(name)
         location = Path(name).parent if Path(name).is_file() else name
         codec = CompressionModel.get_pretrained(location)
-        device = _default_device(device)
-        model = cls(str(name), codec.to(device), bundle.to(device))
-        return model
+        bundle.to(device)
+        if quantize == "int8":
+            quantize_int8(bundle.lm)
+        return cls(str(name), codec.to(device), bundle)
 
     @property
     def has_melody(self) -> bool:

@@ -1,0 +1,171 @@
+"""Streaming generation: same tokens as generate(), chunked decoding equal to one-shot decoding, early first chunk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import golden_repo
+from textenc import tiny_t5
+from wavecraft import MusicGen
+from wavecraft.cli import main
+from wavecraft.codec import CodecConfig, EnCodec
+from wavecraft.codec.compression import InterleaveStereoCompressionModel
+from wavecraft.errors import WavecraftError
+from wavecraft.models.streaming import StreamingDecoder, _Decoders, conv_context
+
+# Chunked decoding runs the same layers on windows; the crops keep only samples whose receptive field lies in the
+# window, so the only differences are float rounding (measured: 0.0 on the golden codec).
+TOLERANCE = 1e-5
+
+
+def _codec(**overrides) -> EnCodec:
+    torch.manual_seed(0)
+    cfg = CodecConfig(**{"n_filters": 4, "dimension": 16, "bins": 32, "n_q": 2, **overrides})
+    codec = EnCodec(cfg).eval()
+    with torch.no_grad():
+        for layer in codec.quantizer.layers:
+            layer._codebook.embed.normal_()
+    return codec
+
+
+def _stream_decode(decoder, codes: torch.Tensor, chunks: list[int]) -> torch.Tensor:
+    """Feed codes frame by frame; decode whenever ``chunks[i]`` more frames of audio are ready."""
+    total = codes.shape[-1]
+    out, i = [], 0
+    for complete in range(1, total + 1):
+        while True:
+            end = min(total, decoder.emitted + chunks[i % len(chunks)])
+            if decoder.ready(complete) < end or decoder.emitted == total:
+                break
+            out.append(decoder.decode(codes[..., :complete], end))
+            i += 1
+    return torch.cat(out, dim=-1)
+
+
+@pytest.mark.parametrize("overrides, chunks", [
+    ({}, [1]),  # the MusicGen 32 kHz layout: kernel 7 convs, 2-layer LSTM; one frame at a time
+    ({"sample_rate": 16000, "ratios": (8, 5, 4, 2), "lstm_layers": 1, "n_residual_layers": 2, "pad_mode": "reflect"},
+     [3, 7, 2]),
+    ({"causal": True, "lstm_layers": 0, "true_skip": False}, [5]),
+])
+def test_chunked_decoding_equals_one_shot(overrides, chunks):
+    codec = _codec(**overrides)
+    codes = torch.randint(0, 32, (2, 2, 17))
+    with torch.inference_mode():
+        ref = codec.decode(codes)
+    out = _stream_decode(StreamingDecoder(codec, codes.shape[-1]), codes, chunks)
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max().item() <= TOLERANCE * max(1.0, ref.abs().max().item())
+
+
+def test_receptive_field_of_the_32khz_decoder():
+    decoder = StreamingDecoder(_codec(), 10)
+    # First conv: kernel 7 -> 3 frames each side; upsampling stack: its first conv output reaches 1 frame each way.
+    assert decoder.head_context == (3, 3) and decoder.tail_context == (1, 1) and decoder.lookahead == 4
+    layers = list(_codec(lstm_layers=0).decoder.model)
+    left, right = conv_context(torch.nn.Sequential(*layers[1:]), 640)
+    assert (left, right) == (1, 1)
+
+
+def test_receptive_field_is_not_underestimated():
+    """Perturbing one latent frame changes no sample outside the frames the computed context allows."""
+    codec = _codec(lstm_layers=0)  # without the LSTM the decoder is finite both ways
+    decoder = StreamingDecoder(codec, 1)
+    (hl, hr), (tl, tr) = decoder.head_context, decoder.tail_context
+    torch.manual_seed(1)
+    z = torch.randn(1, 16, 40)
+    with torch.inference_mode():
+        base = codec.decoder(z)
+        z[..., 20] += 1.0
+        changed = (codec.decoder(z) - base).abs().view(40, -1).amax(dim=1) > 0
+    frames = changed.nonzero().flatten()
+    assert frames.min() >= 20 - hr - tr and frames.max() <= 20 + hl + tl
+
+
+def test_stereo_decoders():
+    codec = InterleaveStereoCompressionModel(_codec())
+    codes = torch.randint(0, 32, (1, 4, 12))
+    with torch.inference_mode():
+        ref = codec.decode(codes)
+    out = _stream_decode(_Decoders(codec, 12), codes, [4])
+    assert out.shape == ref.shape == (1, 2, 12 * 640) and (out - ref).abs().max() <= TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def repo(golden, tmp_path_factory):
+    return golden_repo(golden, "musicgen", tmp_path_factory.mktemp("musicgen-stream"))
+
+
+@pytest.fixture(scope="module")
+def model(repo) -> MusicGen:
+    model = MusicGen.get_pretrained(repo, device="cpu")
+    model.bundle.conditioners["description"].set_encoder(*tiny_t5())
+    return model
+
+
+def test_stream_matches_generate_and_starts_early(model):
+    texts = ["slow piano waltz", "upbeat rock with drums"]
+    model.set_generation_params(duration=0.5, use_sampling=False)
+    wav, tokens = model.generate(texts, return_tokens=True)
+
+    steps_done: list[int] = []
+    model.set_custom_progress_callback(lambda done, total: steps_done.append(done))
+    stream = model.generate_stream(texts, chunk_seconds=0.1)
+    chunks, steps_at_chunk = [], []
+    try:
+        for chunk in stream:
+            chunks.append(chunk)
+            steps_at_chunk.append(steps_done[-1])
+    finally:
+        model.set_custom_progress_callback(None)
+    total_steps = steps_done[-1]
+    assert torch.equal(stream.tokens, tokens)
+    assert [c.shape for c in chunks] == [(2, 1, 3200)] * 5
+    # The first 5 frames need frames up to 8 (4 frames of codec lookahead), complete after step 8 + 1 + 3 = 12
+    # of the 25 + 3 steps (the delay pattern's lag).
+    assert steps_at_chunk[0] == stream.first_chunk_step == 12 < total_steps == stream.total_steps == 28
+    audio = torch.cat(chunks, dim=-1)
+    one_shot = model.generate_audio(stream.tokens)
+    assert torch.allclose(audio, one_shot, rtol=0, atol=TOLERANCE)
+    assert torch.allclose(audio, wav, rtol=0, atol=TOLERANCE)
+
+
+def test_stream_errors(model):
+    model.set_generation_params(duration=31.0)
+    with pytest.raises(WavecraftError, match="max_duration"):
+        model.generate_stream(["calm jazz"])
+    model.set_generation_params(duration=0.2)
+    with pytest.raises(WavecraftError, match="chunk_seconds"):
+        model.generate_stream(["calm jazz"], chunk_seconds=0)
+    stream = model.generate_stream(["calm jazz"], chunk_seconds=1.0)
+    assert sum(c.shape[-1] for c in stream) == 6400  # one chunk shorter than chunk_seconds
+    with pytest.raises(WavecraftError, match="only once"):
+        iter(stream)
+
+
+@pytest.fixture(scope="module")
+def t5_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("t5")
+    tokenizer, encoder = tiny_t5()
+    tokenizer.save_pretrained(folder)
+    encoder.save_pretrained(folder)
+    return str(folder)
+
+
+def test_cli_stream_writes_file(repo, t5_folder, tmp_path, capsys):
+    out = tmp_path / "live.wav"
+    code = main(["generate", "calm jazz", "--model", str(repo), "--text-encoder", t5_folder, "--duration", "0.2",
+                 "--greedy", "--stream", "--quantize", "int8", "-o", str(out)])
+    assert code == 0
+    data, sr = sf.read(out)
+    assert sr == 32000 and data.shape == (6400,) and np.abs(data).max() > 0
+    assert "first audio after" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live.wav"]  # no temporary file left
+
+    code = main(["generate", "calm jazz", "--model", str(repo), "--text-encoder", t5_folder, "--duration", "40",
+                 "--stream", "-o", str(tmp_path / "long.wav"), "--no-progress"])
+    assert code == 1 and "exceeds" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live.wav"]
