@@ -34,6 +34,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-duration", type=float, default=0.0, help="skip files shorter than this (seconds)")
     p.add_argument("--relative", action="store_true", help="store paths relative to the manifest's folder")
     p.add_argument("--workers", type=int, default=4, help="threads probing files")
+    _corpus_args(data)
 
     train = sub.add_parser("train", help="train models").add_subparsers(dest="train_command", required=True)
     p = train.add_parser("codec", help="train an EnCodec codec on a manifest")
@@ -96,6 +97,8 @@ def _data(args: argparse.Namespace) -> None:
     from .data import build_manifest, write_manifest
     from .errors import WavecraftError
 
+    if args.data_command != "manifest":
+        return _corpus_command(args)
     if not Path(args.root).is_dir():
         raise WavecraftError(f"not a folder: {args.root}")
     metas = build_manifest(args.root, min_duration=args.min_duration, workers=args.workers)
@@ -105,6 +108,82 @@ def _data(args: argparse.Namespace) -> None:
     hours = sum(m.duration for m in metas) / 3600
     captioned = sum(m.description is not None for m in metas)
     print(f"{args.output}: {len(metas)} files, {hours:.2f} h, {captioned} with captions")
+
+
+def _corpus_args(data: argparse._SubParsersAction) -> None:
+    """``data render-scores``, ``data render-grooves`` and ``data import`` (offline training corpora)."""
+    def common(p: argparse.ArgumentParser, default_count: int) -> None:
+        p.add_argument("output_dir", help="folder for NAME.wav + NAME.json items (created; reruns resume)")
+        p.add_argument("--count", type=int, default=default_count, help=f"items to render (default {default_count})")
+        p.add_argument("--sample-rate", type=int, default=32000, help="output sample rate (default 32000)")
+        p.add_argument("--seed", type=int, default=0, help="picks works/styles, instruments, tempo, key")
+        p.add_argument("--max-duration", type=float, default=None, help="cut items at this many seconds")
+        p.add_argument("--soundfont", default=None,
+                       help="sf2/sf3 file (default: TimGM6mb.sf2 from pretty_midi; e.g. FluidR3_GM.sf2)")
+        p.add_argument("--format", choices=["wav", "flac"], default="wav")
+        p.add_argument("--workers", type=int, default=1, help="rendering processes")
+        p.add_argument("-o", "--manifest", default=None, help="manifest to write (default OUTPUT_DIR/manifest.jsonl)")
+        p.add_argument("-v", "--verbose", action="store_true", help="print each item's caption")
+
+    p = data.add_parser("render-scores", help="synthesize captioned audio from the music21 score corpus")
+    common(p, 100)
+    p.add_argument("--sources", action="append", default=None, metavar="NAMES",
+                   help="corpus folders or aliases, comma-separated (chorales, essen, folk, fiddle, oneill, ryan, "
+                        "aird, renaissance, medieval, classical, bach, palestrina...; default: all main ones)")
+    p.add_argument("--query", default=None, help="keep works whose title/composer/path contains this")
+    p.add_argument("--max-parts", type=int, default=None, help="skip works with more parts")
+    p.add_argument("--min-bpm", type=int, default=60)
+    p.add_argument("--max-bpm", type=int, default=160)
+    p.add_argument("--max-transpose", type=int, default=5, help="random transposition range (semitones)")
+
+    p = data.add_parser("render-grooves", help="synthesize captioned MMA accompaniment grooves (needs mma)")
+    common(p, 100)
+    p.add_argument("--styles", action="append", default=None, metavar="NAMES",
+                   help="MMA styles, comma-separated (bossanova, swing, waltz, ...; default: all curated)")
+    p.add_argument("--bars", type=int, default=16, help="bars per item (default 16)")
+    p.add_argument("--min-bpm", type=int, default=None, help="override every style's tempo range")
+    p.add_argument("--max-bpm", type=int, default=None)
+
+    p = data.add_parser("import", help="captioned manifest of a folder of recordings (e.g. Debian game audio)")
+    p.add_argument("src", help="folder to scan recursively (folder names become categories)")
+    p.add_argument("--output-dir", default=None, help="where copies/conversions and the default manifest go")
+    p.add_argument("-o", "--manifest", default=None, help="manifest file (default OUTPUT_DIR/manifest.jsonl)")
+    p.add_argument("--kind", choices=["music", "sfx"], default=None, help="caption prefix: music / sound effect")
+    p.add_argument("--copy", action="store_true", help="copy the files into --output-dir")
+    p.add_argument("--convert-rate", type=int, default=None, help="convert copies to wav at this rate")
+    p.add_argument("--mono", action="store_true", help="convert copies to mono")
+    p.add_argument("--license", default=None, help="licence file to record, e.g. /usr/share/doc/PKG/copyright")
+    p.add_argument("--min-duration", type=float, default=0.0, help="skip files shorter than this (seconds)")
+    p.add_argument("--workers", type=int, default=4, help="threads probing/converting files")
+
+
+def _corpus_command(args: argparse.Namespace) -> None:
+    import logging
+
+    if getattr(args, "verbose", False):
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.data_command == "import":
+        from .data.importer import import_folder
+
+        report = import_folder(args.src, args.output_dir, args.manifest, kind=args.kind, copy=args.copy,
+                               convert_rate=args.convert_rate, mono=args.mono, license=args.license,
+                               min_duration=args.min_duration, workers=args.workers)
+        print(report.summary())
+        return
+    common = dict(sample_rate=args.sample_rate, seed=args.seed, max_duration=args.max_duration,
+                  soundfont=args.soundfont, format=args.format, workers=args.workers, manifest=args.manifest)
+    if args.data_command == "render-scores":
+        from .data.scores import render_scores
+
+        result = render_scores(args.output_dir, args.count, sources=args.sources, max_parts=args.max_parts,
+                               query=args.query, min_bpm=args.min_bpm, max_bpm=args.max_bpm,
+                               max_transpose=args.max_transpose, **common)
+    else:
+        from .data.grooves import render_grooves
+
+        result = render_grooves(args.output_dir, args.count, styles=args.styles, bars=args.bars,
+                                min_bpm=args.min_bpm, max_bpm=args.max_bpm, **common)
+    print(result.summary())
 
 
 def _train(args: argparse.Namespace) -> None:
