@@ -2,6 +2,14 @@
 
 Buffers are named as in AudioCraft checkpoints: ``vq.layers.{i}._codebook.{inited,cluster_size,embed,embed_avg}``.
 Only ``embed`` matters at inference; the other three carry the EMA state for training.
+
+Data-parallel training: with ``distributed`` set on a codebook (see :meth:`ResidualVectorQuantizer.set_distributed`)
+and a ``torch.distributed`` process group of more than one rank, a training forward keeps the codebooks identical
+on every rank and equal to those of one process on the concatenation of the ranks' (equal-sized) batches: the EMA
+statistics (cluster sizes, embedding sums) are summed over ranks, and k-means initialisation and dead-code
+replacement draw from the latents gathered from all ranks, after which rank 0's result is broadcast (so the ranks
+agree even if their RNGs do not; with equal RNG states, as after a common seed, it equals the single process). Every
+rank must then run the same training forwards. Without the flag, or in a single process, nothing is communicated.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -42,6 +51,11 @@ def kmeans(samples: torch.Tensor, num_clusters: int, num_iters: int = 10) -> tup
     return means, counts
 
 
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+
 class EuclideanCodebook(nn.Module):
     """One codebook: nearest neighbour by Euclidean distance, EMA updates when training.
 
@@ -61,6 +75,23 @@ class EuclideanCodebook(nn.Module):
         self.register_buffer("cluster_size", torch.zeros(bins))
         self.register_buffer("embed", embed)
         self.register_buffer("embed_avg", embed.clone())
+        self.distributed = False  # sync the EMA state across ranks when training (see the module docstring)
+
+    def _synced(self) -> bool:
+        return self.distributed and _world_size() > 1
+
+    def _gather(self, flat: torch.Tensor) -> torch.Tensor:
+        """``flat [N, D]`` of every rank concatenated in rank order ``[W * N, D]`` (``flat`` itself if not synced)."""
+        if not self._synced():
+            return flat
+        parts = [torch.empty_like(flat) for _ in range(_world_size())]
+        dist.all_gather(parts, flat.contiguous())
+        return torch.cat(parts)
+
+    def _broadcast_state(self) -> None:
+        if self._synced():
+            for buffer in (self.embed, self.embed_avg, self.cluster_size):
+                dist.broadcast(buffer, src=0)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
@@ -74,28 +105,36 @@ class EuclideanCodebook(nn.Module):
 
     @torch.no_grad()
     def _init_embed(self, flat: torch.Tensor) -> None:
-        means, counts = kmeans(flat, self.bins, self.kmeans_iters)
+        means, counts = kmeans(self._gather(flat), self.bins, self.kmeans_iters)
         self.embed.copy_(means)
         self.embed_avg.copy_(means)
         self.cluster_size.copy_(counts)
         self.inited.fill_(1.0)
+        self._broadcast_state()
 
     @torch.no_grad()
     def _replace_dead_codes(self, flat: torch.Tensor) -> None:
         dead = self.cluster_size < self.threshold_ema_dead_code
         n_dead = int(dead.sum())
-        if n_dead == 0:
+        if n_dead == 0:  # cluster_size is the same on every rank when synced: all of them take this branch alike
             return
+        flat = self._gather(flat)
         picks = torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)
         self.embed[dead] = flat[picks].to(self.embed.dtype)
         self.embed_avg[dead] = self.embed[dead] * self.threshold_ema_dead_code
         self.cluster_size[dead] = self.threshold_ema_dead_code
+        self._broadcast_state()
 
     @torch.no_grad()
     def _ema_update(self, flat: torch.Tensor, codes: torch.Tensor) -> None:
         onehot = F.one_hot(codes, self.bins).to(flat.dtype)
-        self.cluster_size.lerp_(onehot.sum(0), 1 - self.decay)
-        self.embed_avg.lerp_(onehot.t() @ flat, 1 - self.decay)
+        counts, sums = onehot.sum(0), onehot.t() @ flat
+        if self._synced():  # the statistics of the global batch: one collective for both
+            stats = torch.cat([counts[:, None], sums], dim=1)
+            dist.all_reduce(stats, op=dist.ReduceOp.SUM)
+            counts, sums = stats[:, 0], stats[:, 1:]
+        self.cluster_size.lerp_(counts, 1 - self.decay)
+        self.embed_avg.lerp_(sums, 1 - self.decay)
         total = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.epsilon) / (total + self.bins * self.epsilon) * total
         self.embed.copy_(self.embed_avg / smoothed[:, None])
@@ -162,6 +201,11 @@ class ResidualVectorQuantizer(nn.Module):
     @property
     def layers(self) -> nn.ModuleList:
         return self.vq.layers  # type: ignore[return-value]
+
+    def set_distributed(self, enabled: bool) -> None:
+        """Keep the EMA codebooks identical across data-parallel ranks when training (module docstring)."""
+        for layer in self.layers:
+            layer._codebook.distributed = enabled
 
     def set_num_codebooks(self, n: int) -> None:
         if not 1 <= n <= self.max_n_q:

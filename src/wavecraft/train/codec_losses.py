@@ -1,7 +1,12 @@
-"""Reconstruction losses and metrics for training the codec (all on ``[B, C, T]`` waveforms)."""
+"""Losses and metrics for training the codec: reconstruction (on ``[B, C, T]`` waveforms) and adversarial.
+
+The adversarial losses take what :class:`.discriminator.MultiScaleSTFTDiscriminator` returns: per sub-discriminator
+``k`` the logits ``[B, 1, frames_k, F_k]`` and a list of feature maps.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -88,3 +93,38 @@ def mel_distance(pred: torch.Tensor, target: torch.Tensor, sample_rate: int) -> 
         return multiscale_mel_loss(pred, target, sample_rate)
 
 
+def discriminator_hinge_loss(real_logits: Sequence[torch.Tensor], fake_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """EnCodec's discriminator loss: ``1/K sum_k [mean(relu(1 - D_k(x))) + mean(relu(1 + D_k(x_hat)))]``.
+
+    Zero once every real logit is ``>= 1`` and every fake one ``<= -1``.
+    """
+    total = real_logits[0].new_zeros(())
+    for real, fake in zip(real_logits, fake_logits, strict=True):
+        total = total + F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+    return total / len(real_logits)
+
+
+def generator_hinge_loss(fake_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """EnCodec's adversarial loss for the generator: ``1/K sum_k mean(relu(1 - D_k(x_hat)))``."""
+    total = fake_logits[0].new_zeros(())
+    for fake in fake_logits:
+        total = total + F.relu(1 - fake).mean()
+    return total / len(fake_logits)
+
+
+def feature_matching_loss(real_features: Sequence[Sequence[torch.Tensor]],
+                          fake_features: Sequence[Sequence[torch.Tensor]],
+                          reduce_scale: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Mean over all sub-discriminators and layers of ``mean|real - fake| / mean|real|`` (EnCodec's ``l_feat``).
+
+    The real maps are treated as constants (no gradient). ``reduce_scale`` maps the stacked per-layer
+    ``mean|real|`` values ``[L]`` to the ones to divide by: under data parallelism, the mean over ranks (equal
+    shards), so that each rank uses the normalisers of the global batch.
+    """
+    scales = torch.stack([real.detach().abs().mean() for layers in real_features for real in layers])
+    if reduce_scale is not None:
+        scales = reduce_scale(scales)
+    terms = [F.l1_loss(fake, real.detach())
+             for real_layers, fake_layers in zip(real_features, fake_features, strict=True)
+             for real, fake in zip(real_layers, fake_layers, strict=True)]
+    return (torch.stack(terms) / scales.clamp_min(1e-8)).mean()

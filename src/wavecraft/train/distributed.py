@@ -8,7 +8,9 @@ environment nothing is initialised and every helper behaves as the single proces
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import torch
@@ -59,6 +61,36 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     total = tensor.detach().clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return total / world_size
+
+
+def all_reduce_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
+    """Average the ``.grad`` of ``parameters`` over ranks in place (one collective); a no-op for one process.
+
+    For a module trained without a DDP wrapper (such as the codec's discriminator): every rank must hold
+    gradients for the same parameters.
+    """
+    world_size = rank_and_world_size()[1]
+    if world_size == 1:
+        return
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world_size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+@torch.no_grad()
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Overwrite ``module``'s parameters and buffers with those of rank ``src``; a no-op for one process."""
+    if rank_and_world_size()[1] == 1:
+        return
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        dist.broadcast(tensor, src=src)
 
 
 def shard(batch: T, rank: int, world_size: int) -> T:
