@@ -3,10 +3,18 @@
 Builds transformers' MusicgenForConditionalGeneration at the musicgen-small size (24 layers, dim 1024, 16 heads,
 4 x 2048 codebooks, a T5-base-sized text encoder, the 32 kHz EnCodec) with random weights, converts the same
 weights to wavecraft in memory, and generates the same clip greedily with classifier-free guidance (3.0),
-alternating the two implementations. Step time = median interval between decoding steps (prefill excluded).
-Peak memory is measured in a child process per implementation. Prints times and ratios (wavecraft / transformers).
+alternating the implementations: transformers fp32, wavecraft fp32, wavecraft int8 (``quantize_int8``).
+Step time = median interval between decoding steps (prefill excluded). Peak memory is measured in a child
+process per implementation. Prints times and ratios (wavecraft / transformers), plus:
 
-    python benchmarks/bench_generate.py [--seconds 10] [--batch 1] [--repeats 1]
+* wavecraft batch 4 vs batch 1 step time (decoding is weight-bandwidth bound: 4 rows should cost little more);
+* time to the first streamed audio chunk (``generate_stream``, 1 s chunks) and the whole streamed clip;
+* the memory-bandwidth bound, measured in the same run: the time to read once every weight a decoding step reads
+  (self-attention, cross-attention query/output, FFN, norms, output heads), and step time / bound;
+* int8: step time against transformers fp32, RSS of the model before/after quantization, teacher-forced top-1
+  agreement of the int8 logits with fp32 on the generated codes.
+
+    python benchmarks/bench_generate.py [--seconds 10] [--batch 1] [--repeats 1] [--quick]
 """
 
 from __future__ import annotations
@@ -117,7 +125,61 @@ def run_wavecraft(model, frames: int, batch: int):
     begin = time.perf_counter()
     _, codes = model.generate(["x"] * batch, return_tokens=True)
     total = time.perf_counter() - begin
+    model.set_custom_progress_callback(None)
     return timer.step_time(), total, codes
+
+
+def run_stream(model, frames: int, batch: int):
+    """``(seconds to the first 1 s chunk, seconds to the last, codes)`` of a streamed greedy generation."""
+    model.set_generation_params(use_sampling=False, duration=frames / model.frame_rate, cfg_coef=3.0)
+    begin = time.perf_counter()
+    stream = model.generate_stream(["x"] * batch, chunk_seconds=1.0)
+    first = None
+    for _ in stream:
+        if first is None:
+            first = time.perf_counter() - begin
+    return first, time.perf_counter() - begin, stream.tokens
+
+
+def step_weights(lm) -> list[torch.Tensor]:
+    """The weights one decoding step reads (fp32 model); cross-attention keys/values are computed once, not here."""
+    dim = lm.cfg.dim
+    tensors = [lm.out_norm.weight, lm.out_norm.bias, *(head.weight for head in lm.linears)]
+    for layer in lm.transformer.layers:
+        tensors += [layer.self_attn.in_proj_weight, layer.self_attn.out_proj.weight, layer.linear1.weight,
+                    layer.linear2.weight]
+        tensors += [p for norm in (layer.norm1, layer.norm2) for p in norm.parameters()]
+        if hasattr(layer, "cross_attention"):
+            tensors += [layer.cross_attention.in_proj_weight[:dim], layer.cross_attention.out_proj.weight,
+                        *layer.norm_cross.parameters()]
+    return [t.detach() for t in tensors]
+
+
+def bandwidth_bound(tensors: list[torch.Tensor], repeats: int = 5) -> tuple[float, int]:
+    """``(seconds, bytes)``: best time to read every tensor once (a sum per tensor: memory-bound, no writes)."""
+    nbytes = sum(t.numel() * t.element_size() for t in tensors)
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeats):
+            begin = time.perf_counter()
+            for t in tensors:
+                t.sum()
+            best = min(best, time.perf_counter() - begin)
+    return best, nbytes
+
+
+def teacher_forced_agreement(fp32, int8, codes: torch.Tensor) -> float:
+    """Top-1 agreement of int8 and fp32 next-code logits over every codebook and step of ``codes [B, K, T]``."""
+    from wavecraft.lm.patterns import get_pattern_provider
+
+    cfg = fp32.lm.cfg
+    pattern = get_pattern_provider(cfg.pattern, cfg.n_q, delays=list(cfg.delays)).get_pattern(codes.shape[-1])
+    sequence, _, _ = pattern.build_pattern_sequence(codes, cfg.special_token)
+    cond, _ = fp32._conditions(["x"] * codes.shape[0])
+    with torch.inference_mode():
+        a = fp32.lm(sequence, cond.cross_src, cond.cross_mask, cond.prefix).argmax(-1)
+        b = int8.lm(sequence, cond.cross_src, cond.cross_mask, cond.prefix).argmax(-1)
+    return (a == b).float().mean().item()
 
 
 def _rss_mb(field: str) -> float:
@@ -128,14 +190,23 @@ def _rss_mb(field: str) -> float:
 
 
 def worker(impl: str, frames: int, batch: int) -> None:
+    from wavecraft.lm.quantize import quantize_int8
+
     hf = build_transformers()
-    model = build_wavecraft(hf) if impl == "wavecraft" else hf
-    if impl == "wavecraft":
+    model = build_wavecraft(hf) if impl.startswith("wavecraft") else hf
+    if impl.startswith("wavecraft"):
         del hf
+    before = _rss_mb("VmRSS")
+    if impl == "wavecraft-int8":
+        quantize_int8(model.lm)
     baseline = _rss_mb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current RSS
-    (run_wavecraft if impl == "wavecraft" else run_transformers)(model, frames, batch)
-    print(json.dumps({"peak_increase_mb": _rss_mb("VmHWM") - baseline, "model_mb": baseline}))
+    (run_wavecraft if impl.startswith("wavecraft") else run_transformers)(model, frames, batch)
+    print(json.dumps({"peak_increase_mb": _rss_mb("VmHWM") - baseline, "model_mb": baseline,
+                      "before_quantize_mb": before, "peak_mb": _rss_mb("VmHWM")}))
+
+
+IMPLS = ("transformers", "wavecraft", "wavecraft-int8")
 
 
 def main() -> None:
@@ -144,41 +215,86 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
-    parser.add_argument("--worker", choices=["wavecraft", "transformers"])
+    parser.add_argument("--quick", action="store_true", help="2 s clips, no memory child processes (a smoke run)")
+    parser.add_argument("--worker", choices=IMPLS)
     args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.no_memory = min(args.seconds, 2.0), True
     frames = int(args.seconds * 50)
     if args.worker:
         worker(args.worker, frames, args.batch)
         return
 
+    from wavecraft.lm.quantize import quantize_int8, quantized_weight_bytes
+
     hf = build_transformers()
     ours = build_wavecraft(hf)
-    results: dict[str, list[tuple[float, float]]] = {"transformers": [], "wavecraft": []}
+    quantized = build_wavecraft(hf)
+    rss_before = _rss_mb("VmRSS")
+    quantize_int8(quantized.lm)
+    rss_freed = rss_before - _rss_mb("VmRSS")
+    results: dict[str, list[tuple[float, float]]] = {impl: [] for impl in IMPLS}
     codes = {}
     for _ in range(args.repeats):
         step, total, codes["transformers"] = run_transformers(hf, frames, args.batch)
         results["transformers"].append((step, total))
         step, total, codes["wavecraft"] = run_wavecraft(ours, frames, args.batch)
         results["wavecraft"].append((step, total))
+        step, total, codes["wavecraft-int8"] = run_wavecraft(quantized, frames, args.batch)
+        results["wavecraft-int8"].append((step, total))
+    step_b1 = statistics.median(r[0] for r in results["wavecraft"]) if args.batch == 1 else \
+        run_wavecraft(ours, frames, 1)[0]
+    step_b4 = run_wavecraft(ours, frames, 4)[0]
+    first_fp32, stream_fp32, stream_codes = run_stream(ours, frames, args.batch)
+    first_int8, stream_int8, _ = run_stream(quantized, frames, args.batch)
+    bound, bound_bytes = bandwidth_bound(step_weights(ours.lm))
+    int8_bytes, replaced_bytes = quantized_weight_bytes(quantized.lm)
+    int8_bound_bytes = bound_bytes - replaced_bytes + int8_bytes  # what an int8 step reads instead
+    agreement = teacher_forced_agreement(ours, quantized, codes["wavecraft"]) if not args.quick else None
     memory = {}
     if not args.no_memory:
-        del hf, ours
-        for impl in results:
+        del hf, ours, quantized
+        for impl in IMPLS:
             out = subprocess.run([sys.executable, __file__, "--worker", impl, "--seconds", str(args.seconds),
                                   "--batch", str(args.batch)], capture_output=True, text=True, check=True)
             memory[impl] = json.loads(out.stdout.strip().splitlines()[-1])
 
     print(f"MusicGen-small architecture, random weights, {args.seconds:g} s ({frames} frames), batch {args.batch} "
           f"with CFG, greedy, CPU fp32, {torch.get_num_threads()} threads, {args.repeats} run(s) each")
-    print(f"identical greedy codes: {torch.equal(codes['wavecraft'], codes['transformers'])}")
-    print(f"{'':22}{'transformers':>14}{'wavecraft':>12}{'ratio':>8}")
+    print(f"identical greedy codes: {torch.equal(codes['wavecraft'], codes['transformers'])}; "
+          f"streamed codes identical: {torch.equal(stream_codes, codes['wavecraft'])}")
+    print(f"{'':24}{'transformers':>14}{'wavecraft':>12}{'ratio':>8}{'int8':>10}{'ratio':>8}")
     for i, label in enumerate(("step (ms)", "total (s)")):
-        hf_v, ours_v = (statistics.median(r[i] for r in results[k]) for k in ("transformers", "wavecraft"))
+        hf_v, ours_v, q_v = (statistics.median(r[i] for r in results[k]) for k in IMPLS)
         scale = 1000 if i == 0 else 1
-        print(f"{label:22}{hf_v * scale:14.1f}{ours_v * scale:12.1f}{ours_v / hf_v:8.2f}")
+        print(f"{label:24}{hf_v * scale:14.1f}{ours_v * scale:12.1f}{ours_v / hf_v:8.2f}{q_v * scale:10.1f}"
+              f"{q_v / hf_v:8.2f}")
     if memory:
-        hf_mb, ours_mb = (memory[k]["peak_increase_mb"] for k in ("transformers", "wavecraft"))
-        print(f"{'peak RSS during gen +MB':22}{hf_mb:14.0f}{ours_mb:12.0f}{ours_mb / max(hf_mb, 1e-9):8.2f}")
+        hf_mb, ours_mb, q_mb = (memory[k]["peak_increase_mb"] for k in IMPLS)
+        print(f"{'peak RSS during gen +MB':24}{hf_mb:14.0f}{ours_mb:12.0f}{ours_mb / max(hf_mb, 1e-9):8.2f}"
+              f"{q_mb:10.0f}{q_mb / max(hf_mb, 1e-9):8.2f}")
+        hf_mb, ours_mb, q_mb = (memory[k]["peak_mb"] for k in IMPLS)
+        print(f"{'peak RSS total (MB)':24}{hf_mb:14.0f}{ours_mb:12.0f}{ours_mb / hf_mb:8.2f}{q_mb:10.0f}"
+              f"{q_mb / hf_mb:8.2f}")
+        q = memory["wavecraft-int8"]
+        print(f"int8: RSS of the loaded process {q['before_quantize_mb']:.0f} MB -> {q['model_mb']:.0f} MB "
+              "after quantize_int8")
+    wc_step = statistics.median(r[0] for r in results["wavecraft"])
+    q_step = statistics.median(r[0] for r in results["wavecraft-int8"])
+    hf_step = statistics.median(r[0] for r in results["transformers"])
+    print(f"int8 weights: {replaced_bytes / 1e9:.2f} GB fp32 -> {int8_bytes / 1e9:.2f} GB; "
+          f"RSS freed by quantize_int8 in this process: {rss_freed:.0f} MB")
+    if agreement is not None:
+        print(f"int8 teacher-forced top-1 agreement with fp32 (all codebooks and steps): {agreement:.4f}")
+    print(f"memory-bandwidth bound: {bound_bytes / 1e9:.3f} GB read per step in {bound * 1000:.1f} ms "
+          f"({bound_bytes / bound / 1e9:.1f} GB/s); int8 step reads {int8_bound_bytes / 1e9:.3f} GB "
+          f"(bound {bound * int8_bound_bytes / bound_bytes * 1000:.1f} ms)")
+    print(f"ratios: wavecraft fp32 step / bound {wc_step / bound:.2f}; int8 step / int8 bound "
+          f"{q_step / (bound * int8_bound_bytes / bound_bytes):.2f}; batch 4 / batch 1 step "
+          f"{step_b4 / step_b1:.2f} ({step_b4 * 1000:.1f} / {step_b1 * 1000:.1f} ms); int8 / transformers fp32 step "
+          f"{q_step / hf_step:.2f}; int8 / wavecraft fp32 step {q_step / wc_step:.2f}")
+    print(f"streaming (1 s chunks): first audio after {first_fp32:.2f} s fp32, {first_int8:.2f} s int8; "
+          f"whole clip {stream_fp32:.1f} s fp32, {stream_int8:.1f} s int8")
 
 
 if __name__ == "__main__":

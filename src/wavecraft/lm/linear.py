@@ -7,6 +7,8 @@ oneDNN with weights packed once into its blocked layout at about half, which hal
 The packed copy lives on the weight tensor itself (so it dies with it) and is rebuilt whenever the weight is
 modified in place (``Tensor._version``). It costs one extra copy of the decoder weights; callers turn it off
 where memory is short (:func:`set_enabled`). Training and non-CPU or non-fp32 inputs use ``F.linear``.
+Weights quantized by :func:`wavecraft.lm.quantize.quantize_int8` are int8 placeholders: they go to its int8
+kernel and get no packed fp32 copy (the fp32 heads of a quantized model still do).
 """
 
 from __future__ import annotations
