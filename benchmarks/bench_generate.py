@@ -190,12 +190,13 @@ def _rss_mb(field: str) -> float:
 
 
 def worker(impl: str, frames: int, batch: int) -> None:
-    from wavecraft.lm.quantize import quantize_int8
+    from wavecraft.lm.quantize import _release_freed_memory, quantize_int8
 
     hf = build_transformers()
     model = build_wavecraft(hf) if impl.startswith("wavecraft") else hf
     if impl.startswith("wavecraft"):
         del hf
+    _release_freed_memory()  # give back what building freed, for every implementation alike (quantize_int8 does)
     before = _rss_mb("VmRSS")
     if impl == "wavecraft-int8":
         quantize_int8(model.lm)

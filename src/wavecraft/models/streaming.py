@@ -189,10 +189,11 @@ def completion_steps(pattern: Pattern) -> torch.Tensor:
 
 
 class AudioStream:
-    """Iterating yields audio chunks ``[B, C, n]`` (``n = chunk_frames * hop``, the last one shorter) in order.
+    """An iterator of audio chunks ``[B, C, n]`` (``n = chunk_frames * hop``, the last one may be shorter), in order.
 
-    Single use. Afterwards ``tokens [B, K, F]`` holds the codes, and ``first_chunk_step`` / ``total_steps`` tell
-    how many LM decoding steps had run when the first chunk left (for latency checks).
+    Generation starts with the first ``next()`` and advances only as chunks are consumed. Once exhausted,
+    ``tokens [B, K, F]`` holds the codes, and ``first_chunk_step`` / ``total_steps`` tell how many LM decoding steps
+    had run when the first chunk left (for latency checks).
     """
 
     def __init__(self, model: BaseGenModel, texts: Sequence[str | None], chunk_seconds: float = 1.0,
@@ -213,13 +214,20 @@ class AudioStream:
         self.tokens: torch.Tensor | None = None
         self.first_chunk_step: int | None = None
         self.total_steps: int | None = None
-        self._started = False
+        self._chunks: Iterator[torch.Tensor] | None = None
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        if self._started:
-            raise GenerationError("an AudioStream can be iterated only once")
-        self._started = True
-        return self._run()
+    def __iter__(self) -> AudioStream:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self._chunks is None:
+            self._chunks = self._run()
+        return next(self._chunks)
+
+    def close(self) -> None:
+        """Stop generating (what an abandoned stream would otherwise keep in memory is released)."""
+        if self._chunks is not None:
+            self._chunks.close()
 
     def _run(self) -> Iterator[torch.Tensor]:
         model = self.model
