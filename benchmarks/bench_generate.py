@@ -251,7 +251,7 @@ def main() -> None:
     bound, bound_bytes = bandwidth_bound(step_weights(ours.lm))
     int8_bytes, replaced_bytes = quantized_weight_bytes(quantized.lm)
     int8_bound_bytes = bound_bytes - replaced_bytes + int8_bytes  # what an int8 step reads instead
-    agreement = teacher_forced_agreement(ours, quantized, codes["wavecraft"]) if not args.quick else None
+    agreement = teacher_forced_agreement(ours, quantized, codes["wavecraft"])
     memory = {}
     if not args.no_memory:
         del hf, ours, quantized
@@ -285,8 +285,7 @@ def main() -> None:
     hf_step = statistics.median(r[0] for r in results["transformers"])
     print(f"int8 weights: {replaced_bytes / 1e9:.2f} GB fp32 -> {int8_bytes / 1e9:.2f} GB; "
           f"RSS freed by quantize_int8 in this process: {rss_freed:.0f} MB")
-    if agreement is not None:
-        print(f"int8 teacher-forced top-1 agreement with fp32 (all codebooks and steps): {agreement:.4f}")
+    print(f"int8 teacher-forced top-1 agreement with fp32 (all codebooks and steps): {agreement:.4f}")
     print(f"memory-bandwidth bound: {bound_bytes / 1e9:.3f} GB read per step in {bound * 1000:.1f} ms "
           f"({bound_bytes / bound / 1e9:.1f} GB/s); int8 step reads {int8_bound_bytes / 1e9:.3f} GB "
           f"(bound {bound * int8_bound_bytes / bound_bytes * 1000:.1f} ms)")
