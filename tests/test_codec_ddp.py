@@ -9,9 +9,6 @@ and the balancer's norms averaged over ranks.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,29 +16,11 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from ddp_launch import run_worker, torchrun
 from wavecraft.codec import EnCodec
 from wavecraft.train.codec_losses import multiscale_mel_loss
 from wavecraft.train.codec_solver import CodecSolver, CodecTrainConfig
 from wavecraft.train.distributed import shard
-
-ROOT = Path(__file__).resolve().parents[1]
-WORKER = Path(__file__).with_name("ddp_worker.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_codec_worker(launcher: list[str], out: Path, run_dir: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"):  # never inherit an outer launcher's job
-        env.pop(var, None)
-    proc = subprocess.run([*launcher, str(WORKER), str(out), str(run_dir), "codec"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, f"{launcher} failed:\n{proc.stdout}\n{proc.stderr}"
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -49,10 +28,8 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def test_two_gloo_ranks_match_one_process(tmp_path):
-    run_codec_worker([sys.executable], tmp_path / "single.pt", tmp_path / "single")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
-                "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
-    run_codec_worker(torchrun, tmp_path / "ddp.pt", tmp_path / "ddp")
+    run_worker([sys.executable], tmp_path / "single.pt", tmp_path / "single", "codec")
+    run_worker(torchrun(), tmp_path / "ddp.pt", tmp_path / "ddp", "codec")
 
     single = torch.load(tmp_path / "single.pt", weights_only=True)
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)

@@ -3,44 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch.testing import assert_close
 
+from ddp_launch import run_worker, torchrun
 from wavecraft.lm.generate import Conditions
 from wavecraft.train.distributed import init_from_env, is_main, shard
-
-ROOT = Path(__file__).resolve().parents[1]
-WORKER = Path(__file__).with_name("ddp_worker.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_worker(launcher: list[str], out: Path, run_dir: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"):  # never inherit an outer launcher's job
-        env.pop(var, None)
-    proc = subprocess.run([*launcher, str(WORKER), str(out), str(run_dir)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"{launcher} failed:\n{proc.stdout}\n{proc.stderr}"
 
 
 def test_two_gloo_ranks_match_one_process(tmp_path):
     run_worker([sys.executable], tmp_path / "single.pt", tmp_path / "single")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
-                "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
-    run_worker(torchrun, tmp_path / "ddp.pt", tmp_path / "ddp")
+    run_worker(torchrun(), tmp_path / "ddp.pt", tmp_path / "ddp")
 
     single = torch.load(tmp_path / "single.pt", weights_only=True)
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)

@@ -23,7 +23,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     p = sub.add_parser("generate", help="text-to-music with MusicGen")
-    _generation_args(p, default_model="facebook/musicgen-small", default_duration=10.0)
+    _generation_args(p, default_model="wavecraft-small", default_duration=10.0)
     p = sub.add_parser("sfx", help="text-to-sound with AudioGen")
     _generation_args(p, default_model="facebook/audiogen-medium", default_duration=5.0)
 
@@ -37,7 +37,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _corpus_args(data)
 
     train = sub.add_parser("train", help="train models").add_subparsers(dest="train_command", required=True)
-    p = train.add_parser("codec", help="train an EnCodec codec on a manifest")
+    p = train.add_parser("codec", help="train an EnCodec codec on a manifest (optionally adversarial)")
     p.add_argument("config", nargs="?", default=None, help="YAML training config (default: built-in defaults)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set total_steps=500 --set codec.n_q=8 (repeatable)")
@@ -59,7 +59,9 @@ def _build_parser() -> argparse.ArgumentParser:
 def _generation_args(p: argparse.ArgumentParser, default_model: str, default_duration: float) -> None:
     p.add_argument("prompts", nargs="*", help="text descriptions, one clip each")
     p.add_argument("--prompts-file", help="a text file with one description per line")
-    p.add_argument("--model", default=default_model, help=f"hub name, directory or file (default: {default_model})")
+    shipped = " (ships with wavecraft)" if default_model == "wavecraft-small" else ""
+    p.add_argument("--model", default=default_model,
+                   help=f"hub name, directory or file (default: {default_model}{shipped})")
     p.add_argument("--duration", type=float, default=default_duration, help="seconds per clip")
     p.add_argument("--seed", type=int, default=None, help="random seed (reproducible sampling)")
     p.add_argument("--top-k", type=int, default=250)
@@ -195,12 +197,15 @@ def _train(args: argparse.Namespace) -> None:
     from .codec.compression import EnCodec
     from .train.codec_solver import CodecSolver, CodecTrainConfig, batches_from_manifest
     from .train.config import load_config
+    from .train.distributed import init_from_env, is_main
 
     cfg = load_config(CodecTrainConfig, args.config, args.overrides)
     batches = batches_from_manifest(cfg)  # before building the model: a bad manifest fails fast
-    torch.manual_seed(cfg.seed)  # the same config starts from the same weights
+    init_from_env()  # under torchrun: join the process group (data parallel); alone: nothing
+    torch.manual_seed(cfg.seed)  # the same config starts from the same weights (on every rank)
     CodecSolver(EnCodec(cfg.codec), cfg).fit(batches)
-    print(f"{cfg.output_dir}/final: codec after {cfg.total_steps} steps")
+    if is_main():
+        print(f"{cfg.output_dir}/final: codec after {cfg.total_steps} steps")
 
 
 def _train_lm(args: argparse.Namespace) -> None:

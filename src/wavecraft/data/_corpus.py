@@ -12,6 +12,7 @@ import logging
 import math
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -160,6 +161,21 @@ def run_items(worker: Callable[[T], R], tasks: Iterable[T], workers: int,
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=initializer,
                              initargs=initargs) as pool:
         yield from pool.map(worker, tasks, chunksize=1)
+
+
+def render_all(worker: Callable[[T], ItemResult], tasks: Iterable[T], workers: int, output_dir: Path,
+               begin: float, manifest: str | os.PathLike | None, write: bool,
+               initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()) -> RenderReport:
+    """Run every task (see :func:`run_items`), log each failure / rendering, then :func:`finish` the report."""
+    report = RenderReport(output_dir)
+    for result in run_items(worker, tasks, workers, initializer, initargs):
+        report.add(result)
+        if result.status == "failed":
+            logger.warning("item %s failed: %s", result.name, result.message)
+        elif result.status == "rendered":
+            logger.info("%s: %s", result.name, result.message)
+    report.wall_seconds = time.perf_counter() - begin
+    return finish(report, manifest, write)
 
 
 def cpu_time() -> float:

@@ -418,12 +418,5 @@ def render_grooves(
         name = f"groove_s{seed}_{index:06d}_{plan.style.file}"
         tasks.append(GrooveTask(name, index, plan, str(out.resolve()), sample_rate, seed, fmt, sf, max_duration,
                                 mma))
-    report = _corpus.RenderReport(out)
-    for result in _corpus.run_items(render_groove_task, tasks, workers, _init_worker, (sf, sample_rate)):
-        report.add(result)
-        if result.status == "failed":
-            logger.warning("item %s failed: %s", result.name, result.message)
-        elif result.status == "rendered":
-            logger.info("%s: %s", result.name, result.message)
-    report.wall_seconds = time.perf_counter() - begin
-    return _corpus.finish(report, manifest, write_manifest)
+    return _corpus.render_all(render_groove_task, tasks, workers, out, begin, manifest, write_manifest, _init_worker,
+                              (sf, sample_rate))

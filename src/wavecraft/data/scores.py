@@ -561,12 +561,5 @@ def render_scores(
                            max_transpose)
     tasks = [ScoreTask(f"score_s{seed}_{index:06d}_{coll}", index, tuple(candidates), options)
              for index, (coll, candidates) in enumerate(plan_works(works, count, seed))]
-    report = _corpus.RenderReport(out)
-    for result in _corpus.run_items(render_score_task, tasks, workers, _init_worker, (sf, sample_rate)):
-        report.add(result)
-        if result.status == "failed":
-            logger.warning("item %s failed: %s", result.name, result.message)
-        elif result.status == "rendered":
-            logger.info("%s: %s", result.name, result.message)
-    report.wall_seconds = time.perf_counter() - begin
-    return _corpus.finish(report, manifest, write_manifest)
+    return _corpus.render_all(render_score_task, tasks, workers, out, begin, manifest, write_manifest, _init_worker,
+                              (sf, sample_rate))

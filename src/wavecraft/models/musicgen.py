@@ -12,8 +12,9 @@ from ..codec.compression import CompressionModel
 from ..conditioning.chroma import ChromaConditioner
 from ..lm.quantize import check_quantize, quantize_int8
 from .genmodel import BaseGenModel, GenerationError
+from .shipped import SHIPPED_NAME, is_shipped_name, shipped_model_dir
 
-DEFAULT_MODEL = "facebook/musicgen-small"
+DEFAULT_MODEL = SHIPPED_NAME  # ships inside the package: works offline
 _SHORT_NAMES = {"small", "medium", "large", "melody", "melody-large", "stereo-small", "stereo-medium",
                 "stereo-large", "stereo-melody", "stereo-melody-large"}
 
@@ -38,14 +39,15 @@ class MusicGen(BaseGenModel):
     default_duration = 15.0
 
     @classmethod
-    def get_pretrained(cls, name: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None,
+    def get_pretrained(cls, name: str | Path | None = None, device: str | torch.device | None = None,
                        quantize: str | None = None) -> MusicGen:
-        """Load LM + codec from a hub repo, a local directory, or an AudioCraft ``state_dict.bin``.
+        """Load LM + codec from a hub repo, a local directory, or an AudioCraft ``state_dict.bin``; with no name
+        (or ``"wavecraft-small"``), the small model that ships inside the package (no download).
 
         The codec is read from the same place (``compression_state_dict.bin``). ``quantize='int8'`` stores the
         transformer's linear weights in int8 for faster CPU decoding (:mod:`wavecraft.lm.quantize`).
         """
-        name = resolve_name(name)
+        name = shipped_model_dir() if is_shipped_name(name) else resolve_name(name)  # type: ignore[arg-type]
         device = _default_device(device)
         check_quantize(quantize, device)  # before the (long) load
         bundle = load_lm_bundle(name)
