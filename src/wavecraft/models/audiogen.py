@@ -6,11 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints.lm import load_lm_bundle
-from ..codec.compression import CompressionModel
-from ..lm.quantize import check_quantize, quantize_int8
 from .genmodel import BaseGenModel
-from .musicgen import _default_device
 
 DEFAULT_MODEL = "facebook/audiogen-medium"
 
@@ -25,12 +21,4 @@ class AudioGen(BaseGenModel):
     def get_pretrained(cls, name: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None,
                        quantize: str | None = None) -> AudioGen:
         """Load LM + codec; ``quantize='int8'`` as for :meth:`MusicGen.get_pretrained`."""
-        device = _default_device(device)
-        check_quantize(quantize, device)
-        bundle = load_lm_bundle(name)
-        location = Path(name).parent if Path(name).is_file() else name
-        codec = CompressionModel.get_pretrained(location)
-        bundle.to(device)
-        if quantize == "int8":
-            quantize_int8(bundle.lm)
-        return cls(str(name), codec.to(device), bundle)
+        return cls._load(name, device, quantize)

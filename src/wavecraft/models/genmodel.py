@@ -11,19 +11,23 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..audio import convert_audio
-from ..checkpoints.lm import LMBundle, save_generator
+from ..checkpoints.lm import LMBundle, load_lm_bundle, save_generator
 from ..codec.compression import CompressionModel, InterleaveStereoCompressionModel
 from ..conditioning import TextConditioner
 from ..conditioning.chroma import ChromaConditioner
 from ..errors import WavecraftError
 from ..lm import linear as lm_linear
 from ..lm.generate import Conditions, SamplingParams, generate
-from ..lm.quantize import model_is_quantized
+from ..lm.quantize import check_quantize, model_is_quantized, quantize_int8
 
 if TYPE_CHECKING:
     from .streaming import AudioStream
 
 ProgressCallback = Callable[[int, int], None]
+
+
+def default_device(device: str | torch.device | None) -> torch.device:
+    return torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class GenerationError(WavecraftError, ValueError):
@@ -57,6 +61,19 @@ class BaseGenModel:
         self.two_step_cfg = bundle.two_step_cfg
         self.generator: torch.Generator | None = None
         self._progress_callback: ProgressCallback | None = None
+
+    @classmethod
+    def _load(cls, name: str | Path, device: str | torch.device | None, quantize: str | None):  # noqa: ANN206
+        """LM bundle + codec from ``name`` (the codec from the same folder, or beside a state-dict file)."""
+        device = default_device(device)
+        check_quantize(quantize, device)  # before the (long) load
+        bundle = load_lm_bundle(name)
+        location = Path(name).parent if Path(name).is_file() else name
+        codec = CompressionModel.get_pretrained(location)
+        bundle.to(device)
+        if quantize == "int8":
+            quantize_int8(bundle.lm)
+        return cls(str(name), codec.to(device), bundle)
 
     # -- properties ---------------------------------------------------------------------------------------------
     @property

@@ -7,10 +7,7 @@ from pathlib import Path
 import torch
 
 from ..audio import convert_audio
-from ..checkpoints.lm import load_lm_bundle
-from ..codec.compression import CompressionModel
 from ..conditioning.chroma import ChromaConditioner
-from ..lm.quantize import check_quantize, quantize_int8
 from .genmodel import BaseGenModel, GenerationError
 from .shipped import SHIPPED_NAME, is_shipped_name, shipped_model_dir
 
@@ -22,10 +19,6 @@ _SHORT_NAMES = {"small", "medium", "large", "melody", "melody-large", "stereo-sm
 def resolve_name(name: str | Path) -> str | Path:
     """Legacy short names (``small``) stand for ``facebook/musicgen-small``."""
     return f"facebook/musicgen-{name}" if isinstance(name, str) and name in _SHORT_NAMES else name
-
-
-def _default_device(device: str | torch.device | None) -> torch.device:
-    return torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class MusicGen(BaseGenModel):
@@ -48,15 +41,7 @@ class MusicGen(BaseGenModel):
         transformer's linear weights in int8 for faster CPU decoding (:mod:`wavecraft.lm.quantize`).
         """
         name = shipped_model_dir() if is_shipped_name(name) else resolve_name(name)  # type: ignore[arg-type]
-        device = _default_device(device)
-        check_quantize(quantize, device)  # before the (long) load
-        bundle = load_lm_bundle(name)
-        location = Path(name).parent if Path(name).is_file() else name
-        codec = CompressionModel.get_pretrained(location)
-        bundle.to(device)
-        if quantize == "int8":
-            quantize_int8(bundle.lm)
-        return cls(str(name), codec.to(device), bundle)
+        return cls._load(name, device, quantize)
 
     @property
     def has_melody(self) -> bool:
