@@ -87,7 +87,7 @@ def test_prefix_logits(golden, io):
     with torch.inference_mode():
         desc = bundle.conditioners["description"].project(io["t5_hidden"], io["t5_mask"])
         wav = bundle.conditioners["self_wav"](io["melody_wavs"])
-        prefix, cross, _ = bundle.fuser.fuse({"description": desc, "self_wav": wav})
+        prefix, cross, _, _ = bundle.fuser.fuse({"description": desc, "self_wav": wav})
         assert cross is None and prefix.shape[1] == 47 + 12
         logits = bundle.lm(io["fwd_sequence"], prefix=prefix)
     torch.testing.assert_close(logits, io["fwd_logits"], atol=1e-4, rtol=0)

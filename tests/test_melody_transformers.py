@@ -84,7 +84,7 @@ def test_logits_with_melody(tmp_path):
         desc = bundle.conditioners["description"](TEXTS)
         wav = bundle.conditioners["self_wav"].project(bundle.conditioners["self_wav"].extract(
             torch.stack([torch.nn.functional.pad(m, (0, 64000 - m.shape[-1])) for m in _melodies()])))
-        prefix, _, _ = bundle.fuser.fuse({"description": desc, "self_wav": wav})
+        prefix, _, _, _ = bundle.fuser.fuse({"description": desc, "self_wav": wav})
         logits = bundle.lm(seq, prefix=prefix)
     torch.testing.assert_close(logits, expected.reshape(2, 4, 8, -1), atol=1e-4, rtol=0)
 

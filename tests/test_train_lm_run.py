@@ -94,6 +94,56 @@ def test_melody_run_exports_a_chroma_model(corpus, tmp_path) -> None:
     tune = torch.sin(torch.arange(RATE) / RATE * 2 * math.pi * 440)[None]
     wav = model.generate_with_chroma(["a low hum"], tune[None], RATE)
     assert wav.shape == (1, 1, RATE // 2)
+    # init_from + melody_fuse=sum turns the prepended melody into a per-frame one (the shipped model's stage 4).
+    summed = train_lm(load_config(LMRunConfig, None, [
+        f"manifest={manifest}", f"init_from={final}", "melody_fuse=sum", f"train.output_dir={tmp_path / 'sum'}",
+        "segment_duration=1.0", "train.batch_size=2", "train.total_steps=2"]))
+    config = json.loads((summed / "config.json").read_text())
+    assert config["fuser"] == {"prepend": ["description"], "sum": ["self_wav"]}
+    assert config["conditioners"]["self_wav"]["frames"] == 50
+
+
+def _clip(manifest: Path, index: int) -> torch.Tensor:
+    """The first second of clip ``index`` as ``[1, 1, RATE]``."""
+    wav, _ = sf.read(manifest.parent / f"clip{index}.wav", dtype="float32")
+    return torch.from_numpy(wav[:RATE])[None, None]
+
+
+def test_summed_melody_is_frame_aligned(corpus, tmp_path) -> None:
+    """melody_fuse=sum: one projected chroma vector per codec frame; frame f enters the input step that predicts
+    frame f, so incremental decoding agrees with the teacher-forced pass and earlier steps do not see it."""
+    from wavecraft.lm.patterns import get_pattern_provider
+    from wavecraft.train.lm_conditions import ConditionProjector
+
+    manifest, codec = corpus
+    final = train_lm(_cfg(manifest, codec, tmp_path / "sum", "train.total_steps=4", "text_encoder=none",
+                          "melody=true", "melody_fuse=sum"))
+    model = MusicGen.get_pretrained(final, device="cpu")
+    lm, projector = model.lm, ConditionProjector(model.bundle.conditioners, model.bundle.fuser)
+    tone = _clip(manifest, 0)
+    codes = model.compression_model.encode(tone)[0]
+    cond = projector.project(projector.encode([None], wav=tone))
+    assert cond.prefix is None and cond.cross_src is None and cond.summed.shape == (1, 50, lm.cfg.dim)
+    with torch.no_grad():
+        pattern = get_pattern_provider(lm.cfg.pattern, lm.cfg.n_q, delays=list(lm.cfg.delays)).get_pattern(50)
+        sequence, _, _ = pattern.build_pattern_sequence(codes, lm.cfg.special_token)
+        full = lm(sequence, summed=cond.summed)
+        state = lm.new_state(1, sequence.shape[-1], summed=cond.summed)
+        stepped = torch.cat([lm.step(sequence[..., s:s + 1], state) for s in range(sequence.shape[-1])], dim=2)
+        assert torch.allclose(full, stepped, atol=1e-4)
+        changed = cond.summed.clone()
+        changed[:, 20] += 3.0 * torch.randn(lm.cfg.dim, generator=torch.Generator().manual_seed(0))
+        other = lm(sequence, summed=changed)
+        assert torch.allclose(other[:, :, :20], full[:, :, :20], atol=1e-6)
+        assert (other[:, :, 20] - full[:, :, 20]).abs().max() > 1e-2
+        # Steps past the last frame (the delay pattern's tail) reuse the last frame's condition.
+        changed = cond.summed.clone()
+        changed[:, -1] += 3.0 * torch.randn(lm.cfg.dim, generator=torch.Generator().manual_seed(1))
+        tail = lm(sequence, summed=changed)
+        assert (tail[:, :, -1] - full[:, :, -1]).abs().max() > 1e-2
+    model.set_generation_params(duration=0.5, seed=0)
+    wav = model.generate_with_chroma([None], tone[0], RATE)
+    assert wav.shape == (1, 1, RATE // 2) and torch.isfinite(wav).all()
 
 
 def test_bad_manifest_lines_are_reported_and_skipped_or_stop(corpus, tmp_path, caplog) -> None:

@@ -284,7 +284,8 @@ def _conditioner_spec(module: nn.Module) -> dict[str, Any]:
     if isinstance(module, ChromaConditioner):
         return {"type": "chroma", "sample_rate": module.sample_rate, "chroma_len": module.chroma_len,
                 "n_chroma": module.output_proj.in_features, "radix2_exp": module.chroma.n_fft.bit_length() - 1,
-                "argmax": module.chroma.argmax}
+                "argmax": module.chroma.argmax,
+                **({} if module.frame_rate is None else {"frame_rate": module.frame_rate, "frames": module.frames})}
     raise CheckpointError(f"cannot save a conditioner of type {type(module).__name__}")
 
 
@@ -297,6 +298,8 @@ def _conditioner_from_spec(spec: dict[str, Any], dim: int) -> nn.Module:
         chroma = ChromaConditioner(dim, spec["sample_rate"], 30.0, n_chroma=spec["n_chroma"],
                                    radix2_exp=spec["radix2_exp"], argmax=spec["argmax"])
         chroma.chroma_len = int(spec["chroma_len"])
+        if "frame_rate" in spec:
+            chroma.frame_rate, chroma.frames = float(spec["frame_rate"]), int(spec["frames"])
         return chroma
     raise ValueError(f"unknown conditioner type {spec['type']!r}")
 

@@ -91,17 +91,21 @@ class ChromaConditioner(nn.Module):
 
     At inference every chroma is tiled or cut to the frame count of ``duration`` seconds (235 for 30 s) and all
     positions are kept (no mask), as the reference does once ``get_pretrained`` loaded it.
+    With ``frame_rate`` (the codec's; for the ``sum`` fusion) the projection is resampled to one vector per codec
+    frame — the nearest chroma frame to each frame's centre — giving ``[B, frames, D]`` for ``duration`` seconds.
     ``stem_separator`` (off by default) maps ``(wav [B, 1, T], sample_rate) -> wav`` before the chroma, e.g.
     :func:`demucs_vocals_and_other`, which keeps the melodic stems as AudioCraft does.
     """
 
     def __init__(self, output_dim: int, sample_rate: int, duration: float, n_chroma: int = 12, radix2_exp: int = 14,
-                 argmax: bool = True) -> None:
+                 argmax: bool = True, frame_rate: float | None = None) -> None:
         super().__init__()
         self.sample_rate = sample_rate
         self.chroma = ChromaExtractor(sample_rate, n_chroma, radix2_exp, argmax)
         self.output_proj = nn.Linear(n_chroma, output_dim)
         self.chroma_len = 1 + int(sample_rate * duration) // self.chroma.hop
+        self.frame_rate = frame_rate
+        self.frames = 0 if frame_rate is None else int(round(duration * frame_rate))
         self.stem_separator: Callable[[torch.Tensor, int], torch.Tensor] | None = None
 
     def extract(self, wav: torch.Tensor) -> torch.Tensor:
@@ -114,7 +118,17 @@ class ChromaConditioner(nn.Module):
             chroma = chroma.repeat(1, math.ceil(self.chroma_len / frames), 1)
         return chroma[:, : self.chroma_len]
 
+    def frame_index(self) -> torch.Tensor:
+        """``[frames]``: for each codec frame, the chroma frame nearest to its centre (chroma frames are centred)."""
+        if self.frame_rate is None:
+            raise ValueError("this chroma conditioner has no codec frame rate")
+        centres = (torch.arange(self.frames, dtype=torch.float64) + 0.5) / self.frame_rate
+        return (centres * self.sample_rate / self.chroma.hop).round().long().clamp(max=self.chroma_len - 1)
+
     def project(self, chroma: torch.Tensor) -> ConditionTensor:
+        """``chroma [B, chroma_len, n_chroma] -> ([B, L, D], mask [B, L])``; ``L`` is ``frames`` with a frame rate."""
+        if self.frame_rate is not None:
+            chroma = chroma[:, self.frame_index().to(chroma.device).clamp(max=chroma.shape[1] - 1)]
         emb = self.output_proj(chroma.to(self.output_proj.weight))
         return emb, torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device)
 

@@ -20,11 +20,13 @@ from .sampling import sample_next_token
 
 @dataclass
 class Conditions:
-    """Condition tensors for one pass: ``prefix [B, P, D]`` and/or ``cross_src [B, L, D]`` (+ ``cross_mask``)."""
+    """Condition tensors for one pass: ``prefix [B, P, D]``, ``cross_src [B, L, D]`` (+ ``cross_mask``) and/or
+    ``summed [B, F, D]`` (per codec frame, added to the input)."""
 
     prefix: torch.Tensor | None = None
     cross_src: torch.Tensor | None = None
     cross_mask: torch.Tensor | None = None
+    summed: torch.Tensor | None = None
 
     @staticmethod
     def cat(*parts: Conditions) -> Conditions:
@@ -32,11 +34,11 @@ class Conditions:
         def stack(xs: list[torch.Tensor | None]) -> torch.Tensor | None:
             return None if any(x is None for x in xs) else torch.cat(xs, dim=0)  # type: ignore[arg-type]
         return Conditions(stack([p.prefix for p in parts]), stack([p.cross_src for p in parts]),
-                          stack([p.cross_mask for p in parts]))
+                          stack([p.cross_mask for p in parts]), stack([p.summed for p in parts]))
 
     @property
     def batch_size(self) -> int | None:
-        present = self.prefix if self.prefix is not None else self.cross_src
+        present = next((t for t in (self.prefix, self.cross_src, self.summed) if t is not None), None)
         return None if present is None else present.shape[0]
 
     @property
@@ -58,7 +60,8 @@ class _Pass:
     def __init__(self, lm: LMModel, cond: Conditions, batch: int, steps: int) -> None:
         self.lm = lm
         self.prefix = cond.prefix
-        self.state: DecodeState = lm.new_state(batch, steps + cond.prefix_len, cond.cross_src, cond.cross_mask)
+        self.state: DecodeState = lm.new_state(batch, steps + cond.prefix_len, cond.cross_src, cond.cross_mask,
+                                                     cond.summed)
 
     def __call__(self, sequence: torch.Tensor) -> torch.Tensor:
         logits = self.lm.step(sequence, self.state, self.prefix)

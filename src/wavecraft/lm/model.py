@@ -1,8 +1,9 @@
 """The MusicGen language model: codebook embeddings, pre-norm transformer with a static KV cache, per-codebook heads.
 
 Parameter names follow AudioCraft's checkpoints (``emb.{k}``, ``transformer.layers.{i}.self_attn.in_proj_weight``,
-``linears.{k}``), so a native ``best_state`` loads as is. Conditioning arrives as tensors: a prefix to prepend
-and/or a cross-attention source; text encoders live in :mod:`wavecraft.conditioning`.
+``linears.{k}``), so a native ``best_state`` loads as is. Conditioning arrives as tensors: a prefix to prepend,
+a cross-attention source, and/or a per-frame condition summed into the input; text encoders and the chroma live in
+:mod:`wavecraft.conditioning`.
 """
 
 from __future__ import annotations
@@ -32,13 +33,17 @@ class DecodeState:
 
     ``keys/values[i]`` are layer i's self-attention caches ``[B, H, max_len, head_dim]``; ``cross[i]`` its
     cross-attention keys/values, computed once from the condition; ``pos`` is the number of cached positions.
+    ``summed [B, F, D]`` is added to the input embedding of sequence step ``s`` at frame ``min(s, F - 1)``;
+    ``steps`` counts the sequence steps fed so far (``pos`` without the prefix).
     """
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     cross: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     cross_mask: torch.Tensor | None = None  # [B, 1, 1, L] bool, True = attend
+    summed: torch.Tensor | None = None
     pos: int = 0
+    steps: int = 0
 
     @property
     def max_len(self) -> int:
@@ -149,16 +154,18 @@ class LMModel(nn.Module):
         return self.cfg.card
 
     def new_state(self, batch: int, max_len: int, cross_src: torch.Tensor | None = None,
-                  cross_mask: torch.Tensor | None = None) -> DecodeState:
+                  cross_mask: torch.Tensor | None = None, summed: torch.Tensor | None = None) -> DecodeState:
         """Preallocate caches for ``max_len`` positions (prefix included) and the cross-attention keys/values.
 
         ``cross_src [B, L, D]``; ``cross_mask [B, L]`` (1 = real token) is used only if the config asks for it.
         Prepended conditions are never masked: neither reference masks padded prefix positions.
+        ``summed [B, F, D]``: a condition aligned with the codec frames (see :class:`DecodeState`).
         """
         ref = self.linears[0].weight
         shape = (batch, self.cfg.num_heads, max_len, self.cfg.head_dim)
         state = DecodeState(keys=[ref.new_zeros(shape) for _ in self.transformer.layers],
-                            values=[ref.new_zeros(shape) for _ in self.transformer.layers])
+                            values=[ref.new_zeros(shape) for _ in self.transformer.layers],
+                            summed=None if summed is None else summed.to(ref.dtype))
         if self.cfg.cross_attention:
             if cross_src is None:
                 raise ValueError("this model has cross-attention and needs a condition (cross_src)")
@@ -186,6 +193,11 @@ class LMModel(nn.Module):
         returned. Positions continue from ``state.pos``.
         """
         x = self.embed(sequence)
+        if state.summed is not None:
+            # Input step s predicts codebook 0's frame s (the pattern's first step is empty), so it gets frame s.
+            frames = torch.arange(state.steps, state.steps + x.shape[1], device=x.device)
+            x = x + state.summed[:, frames.clamp(max=state.summed.shape[1] - 1)]
+        state.steps += sequence.shape[-1]
         if prefix is not None:
             x = torch.cat([prefix.to(x.dtype), x], dim=1)
         steps = x.shape[1]
@@ -200,8 +212,9 @@ class LMModel(nn.Module):
         return torch.stack([linear(x, head.weight, head.bias) for head in self.linears], dim=1)
 
     def forward(self, sequence: torch.Tensor, cross_src: torch.Tensor | None = None,
-                cross_mask: torch.Tensor | None = None, prefix: torch.Tensor | None = None) -> torch.Tensor:
+                cross_mask: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
+                summed: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced logits for a whole sequence (training, evaluation)."""
         length = sequence.shape[-1] + (0 if prefix is None else prefix.shape[1])
-        state = self.new_state(sequence.shape[0], length, cross_src, cross_mask)
+        state = self.new_state(sequence.shape[0], length, cross_src, cross_mask, summed)
         return self.step(sequence, state, prefix)

@@ -30,7 +30,8 @@ def lm_logits(lm: LMModel, codes: torch.Tensor, cond: Conditions) -> tuple[torch
     cfg = lm.cfg
     pattern = get_pattern_provider(cfg.pattern, cfg.n_q, delays=list(cfg.delays)).get_pattern(codes.shape[-1])
     sequence, _, _ = pattern.build_pattern_sequence(codes, cfg.special_token, keep_only_valid_steps=True)
-    logits = lm(sequence, cross_src=cond.cross_src, cross_mask=cond.cross_mask, prefix=cond.prefix)
+    logits = lm(sequence, cross_src=cond.cross_src, cross_mask=cond.cross_mask, prefix=cond.prefix,
+                summed=cond.summed)
     aligned, _, valid = pattern.revert_pattern_logits(logits.permute(0, 3, 1, 2), float("nan"),
                                                       keep_only_valid_steps=True)
     return aligned.permute(0, 2, 3, 1), valid[None].expand(codes.shape[0], -1, -1)
@@ -65,4 +66,4 @@ def cfg_dropout(cond: Conditions, null: Conditions, p: float, generator: torch.G
         return torch.where(mask, b, a)
 
     return Conditions(pick(cond.prefix, null.prefix), pick(cond.cross_src, null.cross_src),
-                      pick(cond.cross_mask, null.cross_mask))
+                      pick(cond.cross_mask, null.cross_mask), pick(cond.summed, null.summed))

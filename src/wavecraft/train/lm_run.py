@@ -49,7 +49,8 @@ class LMRunConfig:
     text_encoder_name: str = ""  # default: all-MiniLM-L6-v2 / t5-base; a local folder works offline
     text_pooling: str = "mean"  # sentence encoder: one pooled token (mean) or every token (tokens)
     fuse: str = "cross"  # how the text enters the LM: cross-attention or prepended
-    melody: bool = False  # add the chroma melody conditioner (prepended, as musicgen-melody)
+    melody: bool = False  # add the chroma melody conditioner
+    melody_fuse: str = "prepend"  # prepend (as musicgen-melody) | sum (per codec frame; with init_from: converts)
     segment_duration: float = 10.0  # training clips; also the exported model's max_duration
     codes: str = "memory"  # memory: files encoded once | disk: same, cached in output_dir/codes | on_the_fly
     on_bad_file: str = "skip"  # a missing / undecodable file: skip it (reported with its line) or stop
@@ -63,7 +64,8 @@ class LMRunConfig:
         for name, value, options in (("text_encoder", self.text_encoder, TEXT_ENCODERS),
                                      ("codes", self.codes, CODE_MODES), ("on_bad_file", self.on_bad_file,
                                                                          ("skip", "stop")),
-                                     ("fuse", self.fuse, ("cross", "prepend"))):
+                                     ("fuse", self.fuse, ("cross", "prepend")),
+                                     ("melody_fuse", self.melody_fuse, ("prepend", "sum"))):
             if value not in options:
                 raise ValueError(f"{name} must be one of {', '.join(options)}, got {value!r}")
         if not self.segment_duration > 0:
@@ -78,7 +80,7 @@ def build_bundle(cfg: LMRunConfig, codec: CompressionModel) -> LMBundle:
                             cross_attention=cfg.text_encoder != "none" and cfg.fuse == "cross")
     torch.manual_seed(cfg.train.seed)  # the same config starts from the same weights (projections included)
     conditioners: dict[str, nn.Module] = {}
-    fuse: dict[str, list[str]] = {"cross": [], "prepend": []}
+    fuse: dict[str, list[str]] = {"cross": [], "prepend": [], "sum": []}
     if cfg.text_encoder == "sentence":
         conditioners["description"] = SentenceConditioner(
             lm_cfg.dim, cfg.text_encoder_name or "sentence-transformers/all-MiniLM-L6-v2", pooling=cfg.text_pooling)
@@ -87,8 +89,10 @@ def build_bundle(cfg: LMRunConfig, codec: CompressionModel) -> LMBundle:
     if "description" in conditioners:
         fuse[cfg.fuse].append("description")
     if cfg.melody:
-        conditioners["self_wav"] = ChromaConditioner(lm_cfg.dim, codec.sample_rate, cfg.segment_duration)
-        fuse["prepend"].append("self_wav")
+        conditioners["self_wav"] = ChromaConditioner(
+            lm_cfg.dim, codec.sample_rate, cfg.segment_duration,
+            frame_rate=codec.frame_rate if cfg.melody_fuse == "sum" else None)
+        fuse[cfg.melody_fuse].append("self_wav")
     lm = LMModel(lm_cfg)
     return LMBundle(lm=lm, conditioners=nn.ModuleDict(conditioners), fuser=ConditionFuser(fuse),
                     cfg_coef=cfg.cfg_coef, max_duration=cfg.segment_duration, sample_rate=codec.sample_rate,
@@ -107,11 +111,29 @@ def load_models(cfg: LMRunConfig) -> tuple[CompressionModel, LMBundle]:
         codec = CompressionModel.get_pretrained(location)
         if codec.num_codebooks != bundle.lm.cfg.n_q:
             codec.set_num_codebooks(bundle.lm.cfg.n_q)
+        if cfg.melody_fuse == "sum":
+            sum_melody(bundle, codec.frame_rate)
         return codec.eval(), bundle
     if not cfg.codec:
         raise WavecraftError("no codec given: set codec=PATH (a trained codec folder or checkpoint)")
     codec = CompressionModel.get_pretrained(cfg.codec).eval()
     return codec, build_bundle(cfg, codec)
+
+
+def sum_melody(bundle: LMBundle, frame_rate: float) -> None:
+    """Switch a loaded model's melody from ``prepend`` to ``sum`` (one chroma vector per codec frame, spanning
+    ``max_duration``), keeping its chroma projection as the starting point; a no-op if it is summed already."""
+    melody = {n: m for n, m in bundle.conditioners.items() if isinstance(m, ChromaConditioner)}
+    if not melody:
+        raise WavecraftError("melody_fuse=sum: the init_from model has no melody conditioner")
+    if bundle.max_duration is None:
+        raise WavecraftError("melody_fuse=sum: the init_from model has no max_duration")
+    for name, module in melody.items():
+        if bundle.fuser.cond2fuse.get(name) == "sum":
+            continue
+        module.chroma_len = 1 + int(module.sample_rate * bundle.max_duration) // module.chroma.hop
+        module.frame_rate, module.frames = frame_rate, int(round(bundle.max_duration * frame_rate))
+        bundle.fuser.cond2fuse[name] = "sum"
 
 
 def make_batches(cfg: LMRunConfig, codec: CompressionModel, conditions: ConditionProjector):  # noqa: ANN201
