@@ -14,7 +14,10 @@ process per implementation. Prints times and ratios (wavecraft / transformers), 
 * int8: step time against transformers fp32, RSS of the model before/after quantization, teacher-forced top-1
   agreement of the int8 logits with fp32 on the generated codes.
 
-    python benchmarks/bench_generate.py [--seconds 10] [--batch 1] [--repeats 1] [--quick]
+* ``--compile``: eager against ``torch.compile``-d one-step decoding (``LMModel.compile_decoding``), on this
+  model and on the shipped model (where per-step overhead, not weight reads, dominates), with the compile time.
+
+    python benchmarks/bench_generate.py [--seconds 10] [--batch 1] [--repeats 1] [--quick] [--compile]
 """
 
 from __future__ import annotations
@@ -129,11 +132,12 @@ def run_wavecraft(model, frames: int, batch: int):
     return timer.step_time(), total, codes
 
 
-def run_stream(model, frames: int, batch: int):
-    """``(seconds to the first 1 s chunk, seconds to the last, codes)`` of a streamed greedy generation."""
+def run_stream(model, frames: int, batch: int, first_chunk_seconds: float | None = None):
+    """``(seconds to the first chunk, seconds to the last, codes)`` of a streamed greedy generation in 1 s chunks
+    (the first one ``first_chunk_seconds`` long if given)."""
     model.set_generation_params(use_sampling=False, duration=frames / model.frame_rate, cfg_coef=3.0)
     begin = time.perf_counter()
-    stream = model.generate_stream(["x"] * batch, chunk_seconds=1.0)
+    stream = model.generate_stream(["x"] * batch, chunk_seconds=1.0, first_chunk_seconds=first_chunk_seconds)
     first = None
     for _ in stream:
         if first is None:
@@ -208,6 +212,22 @@ def worker(impl: str, frames: int, batch: int) -> None:
 
 
 IMPLS = ("transformers", "wavecraft", "wavecraft-int8")
+FIRST_CHUNK = 0.2  # seconds: the CLI's first streamed chunk
+
+
+def compare_compile(model, frames: int, batch: int) -> tuple[float, float, float, bool]:
+    """``(eager step, compiled step, compile seconds, same greedy codes)`` of ``model``; compiling is left on."""
+    eager_step, eager_total, eager_codes = run_wavecraft(model, frames, batch)
+    model.lm.compile_decoding()
+    _, first_total, _ = run_wavecraft(model, frames, batch)  # pays for compilation
+    step, total, codes = run_wavecraft(model, frames, batch)
+    return eager_step, step, first_total - total, torch.equal(codes, eager_codes)
+
+
+def print_compile(label: str, result: tuple[float, float, float, bool]) -> None:
+    eager, compiled, compile_s, same = result
+    print(f"torch.compile, {label}: step {eager * 1000:.1f} ms eager -> {compiled * 1000:.1f} ms compiled "
+          f"(ratio {compiled / eager:.2f}); compiling took {compile_s:.0f} s; identical greedy codes: {same}")
 
 
 def main() -> None:
@@ -217,6 +237,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--quick", action="store_true", help="2 s clips, no memory child processes (a smoke run)")
+    parser.add_argument("--compile", action="store_true", help="also measure torch.compile-d decoding")
     parser.add_argument("--worker", choices=IMPLS)
     args = parser.parse_args()
     if args.quick:
@@ -248,10 +269,19 @@ def main() -> None:
     step_b4 = run_wavecraft(ours, frames, 4)[0]
     first_fp32, stream_fp32, stream_codes = run_stream(ours, frames, args.batch)
     first_int8, stream_int8, _ = run_stream(quantized, frames, args.batch)
+    short_fp32 = run_stream(ours, frames, args.batch, FIRST_CHUNK)[0]
+    short_int8 = run_stream(quantized, frames, args.batch, FIRST_CHUNK)[0]
     bound, bound_bytes = bandwidth_bound(step_weights(ours.lm))
     int8_bytes, replaced_bytes = quantized_weight_bytes(quantized.lm)
     int8_bound_bytes = bound_bytes - replaced_bytes + int8_bytes  # what an int8 step reads instead
     agreement = teacher_forced_agreement(ours, quantized, codes["wavecraft"])
+    compiled = {}
+    if args.compile:
+        from wavecraft import MusicGen
+
+        compiled["musicgen-small size"] = compare_compile(build_wavecraft(hf), frames, args.batch)
+        shipped = MusicGen.get_pretrained()
+        compiled[f"shipped {shipped.name.split('/')[-1]}"] = compare_compile(shipped, frames, args.batch)
     memory = {}
     if not args.no_memory:
         del hf, ours, quantized
@@ -295,6 +325,10 @@ def main() -> None:
           f"{q_step / hf_step:.2f}; int8 / wavecraft fp32 step {q_step / wc_step:.2f}")
     print(f"streaming (1 s chunks): first audio after {first_fp32:.2f} s fp32, {first_int8:.2f} s int8; "
           f"whole clip {stream_fp32:.1f} s fp32, {stream_int8:.1f} s int8")
+    print(f"streaming with a {FIRST_CHUNK:g} s first chunk (as wavecraft generate --stream): first audio after "
+          f"{short_fp32:.2f} s fp32, {short_int8:.2f} s int8")
+    for label, result in compiled.items():
+        print_compile(label, result)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ Prints:
    the share of generations whose measured features follow the prompt (spectral centroid / envelope sustain,
    onset rate, Krumhansl key estimate), against the same measure with the prompts shuffled;
 3. melody adherence: chroma cosine between input melody and output (musicgen-melody's card: 0.44 on MusicCaps);
-4. speed: real-time factor of generating 10 s on this machine.
+4. speed: real-time factor of generating 10 s on this machine;
+5. with ``--manifest`` (e.g. the LM's training manifest): whether the LM uses its conditions at all — its
+   teacher-forced cross-entropy on those clips with their own caption and melody, against none or another
+   clip's (a model that ignores a condition scores the same either way).
 
     python benchmarks/eval_shipped_model.py --real-music /path/to/wesnoth/music --n 4
 """
@@ -148,6 +151,46 @@ def held_out_melodies(count: int, seconds: float, rate: int, seed: int) -> list[
     return clips
 
 
+def eval_condition_use(model: MusicGen, manifest: Path, count: int, seed: int) -> None:
+    """Teacher-forced cross-entropy of ``count`` clips of ``manifest`` under right / no / another clip's text
+    and melody (one segment of ``max_duration`` each)."""
+    from wavecraft.data import read_manifest
+    from wavecraft.train.lm_conditions import ConditionProjector
+    from wavecraft.train.lm_loss import lm_cross_entropy
+
+    metas = random.Random(seed).sample(read_manifest(manifest), count)
+    rate, length = model.sample_rate, int(model.max_duration * model.sample_rate)
+    wavs = []
+    for meta in metas:
+        wav, sr = audio_read(meta.path)
+        wav = convert_audio(wav, sr, rate, 1)[..., :length]
+        wavs.append(torch.nn.functional.pad(wav, (0, length - wav.shape[-1])))
+    wav = torch.stack(wavs)
+    texts = [meta.description for meta in metas]
+    projector = ConditionProjector(model.bundle.conditioners, model.bundle.fuser)
+    with torch.inference_mode():
+        codes = model.compression_model.encode(wav)[0]
+        right = projector.encode(texts, wav=wav)
+        other = projector.encode(texts[1:] + texts[:1], wav=wav.roll(1, 0))
+        null = projector.null(right)
+        names = projector.names
+
+        def mixed(text_from, melody_from) -> float:
+            parts = tuple((text_from if not projector.has_melody or name != "self_wav" else melody_from).parts[i]
+                          for i, name in enumerate(names))
+            raw = type(right)(parts)
+            return lm_cross_entropy(model.lm, codes, projector.project(raw)).loss.item()
+
+        rows = [("right text, right melody", mixed(right, right)), ("no text", mixed(null, right)),
+                ("another clip's text", mixed(other, right))]
+        if projector.has_melody:
+            rows += [("no melody", mixed(right, null)), ("another clip's melody", mixed(right, other)),
+                     ("nothing (null text and melody)", mixed(null, null))]
+    print(f"condition use: teacher-forced cross-entropy (nats) on {count} clips of {manifest.name}")
+    for name, value in rows:
+        print(f"  {name:32s} {value:.3f}")
+
+
 def eval_speed(model: MusicGen, seconds: float) -> None:
     model.set_generation_params(duration=seconds, seed=0)
     model.generate(["warm-up"])  # packs weights, loads the text encoder
@@ -166,16 +209,23 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4, help="generations per prompt pair")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--manifest", type=Path, default=None, help="clips for the condition-use check")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["text", "melody", "speed"])
     args = parser.parse_args()
     model = MusicGen.get_pretrained(args.model, device="cpu") if args.model else MusicGen.get_pretrained()
     print(f"model: {model.name}")
     if args.real_music is not None:
         eval_codec(model, args.real_music, args.clips)
-    eval_text(model, args.n, args.duration, args.seed)
-    melodies = held_out_melodies(6, args.duration, model.sample_rate, seed=args.seed)
-    if melodies:
-        eval_melody(model, melodies, args.duration, args.seed)
-    eval_speed(model, 10.0)
+    if args.manifest is not None:
+        eval_condition_use(model, args.manifest, 24, args.seed)
+    if "text" not in args.skip:
+        eval_text(model, args.n, args.duration, args.seed)
+    if "melody" not in args.skip:
+        melodies = held_out_melodies(6, args.duration, model.sample_rate, seed=args.seed)
+        if melodies:
+            eval_melody(model, melodies, args.duration, args.seed)
+    if "speed" not in args.skip:
+        eval_speed(model, 10.0)
 
 
 if __name__ == "__main__":

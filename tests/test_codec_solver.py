@@ -109,3 +109,26 @@ def test_cli_trains_and_reports_bad_config(manifest, tmp_path, capsys):
     assert main(["train", "codec", "--set", f"manifest={tmp_path / 'missing.jsonl'}"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "missing.jsonl" in err
+
+
+def test_decoder_only_fine_tune_keeps_the_codes(manifest, tmp_path):
+    """train_part=decoder from init_from (through the CLI): encoder and codebooks are bit-identical afterwards, so
+    an LM trained on the codes stays valid, while the decoder learns, here with the high-resolution STFT loss."""
+    first = train_cfg(manifest, tmp_path / "base", total_steps=10)
+    CodecSolver(make_model(), first).fit(batches_from_manifest(first))
+    base = EnCodec.from_pretrained(tmp_path / "base" / "final")
+    cfg_path = tmp_path / "decoder.yaml"
+    cfg = train_cfg(manifest, tmp_path / "decoder", total_steps=6, init_from=str(tmp_path / "base" / "final"),
+                    train_part="decoder", losses=dataclasses.replace(first.losses, stft=1.0))
+    cfg_path.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    assert main(["train", "codec", str(cfg_path)]) == 0
+    tuned = EnCodec.from_pretrained(tmp_path / "decoder" / "final")
+    before, after = base.state_dict(), tuned.state_dict()
+    for name, value in after.items():
+        if name.startswith(("encoder.", "quantizer.")):
+            assert torch.equal(value, before[name]), name
+    assert any(not torch.equal(v, before[k]) for k, v in after.items() if k.startswith("decoder."))
+    assert "stft" in read_metrics(tmp_path / "decoder")[0]
+    wav = torch.randn(1, 1, 8000)
+    assert torch.equal(tuned.encode(wav)[0], base.encode(wav)[0])
+    assert main(["train", "codec", str(cfg_path), "--set", "train_part=encoder"]) == 1

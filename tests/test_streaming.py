@@ -132,6 +132,13 @@ def test_stream_matches_generate_and_starts_early(model):
     assert torch.allclose(audio, one_shot, rtol=0, atol=TOLERANCE)
     assert torch.allclose(audio, wav, rtol=0, atol=TOLERANCE)
 
+    # A shorter first chunk leaves sooner: frames [0, 2) need frames up to 5, complete after step 5 + 1 + 3 = 9.
+    stream = model.generate_stream(texts, chunk_seconds=0.1, first_chunk_seconds=0.04)
+    chunks = list(stream)
+    assert [c.shape[-1] for c in chunks] == [1280, 3200, 3200, 3200, 3200, 1920]
+    assert stream.first_chunk_step == 9
+    assert torch.allclose(torch.cat(chunks, dim=-1), wav, rtol=0, atol=TOLERANCE)
+
 
 def test_stream_errors(model):
     model.set_generation_params(duration=31.0)

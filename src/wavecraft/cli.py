@@ -82,6 +82,8 @@ def _generation_args(p: argparse.ArgumentParser, default_model: str, default_dur
     p.add_argument("--batch-size", type=int, default=None, help="prompts generated together (default: all)")
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 transformer weights: faster on CPU")
     p.add_argument("--stream", action="store_true", help="write audio while generating (no loudness normalization)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the decoding step (pays off on long or repeated generations)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -203,7 +205,8 @@ def _train(args: argparse.Namespace) -> None:
     batches = batches_from_manifest(cfg)  # before building the model: a bad manifest fails fast
     init_from_env()  # under torchrun: join the process group (data parallel); alone: nothing
     torch.manual_seed(cfg.seed)  # the same config starts from the same weights (on every rank)
-    CodecSolver(EnCodec(cfg.codec), cfg).fit(batches)
+    model = EnCodec.from_pretrained(cfg.init_from) if cfg.init_from else EnCodec(cfg.codec)
+    CodecSolver(model, cfg).fit(batches)
     if is_main():
         print(f"{cfg.output_dir}/final: codec after {cfg.total_steps} steps")
 

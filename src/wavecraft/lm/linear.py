@@ -40,8 +40,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if weight.dtype == torch.int8:
         return int8_linear(x, weight, bias, rows)
     w = weight if rows is None else weight[rows[0]:rows[1]]
+    # Under torch.compile the compiler picks its own kernels (and the packed cache is Python-side state).
     if not (_state["enabled"] and x.device.type == "cpu" and x.dtype == torch.float32
-            and w.dtype == torch.float32 and not torch.is_grad_enabled()):
+            and w.dtype == torch.float32 and not torch.is_grad_enabled()) or torch.compiler.is_compiling():
         return F.linear(x, w, bias)
     flat = x.reshape(-1, x.shape[-1])
     if not flat.is_contiguous():

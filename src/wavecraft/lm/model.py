@@ -148,6 +148,20 @@ class LMModel(nn.Module):
         self.transformer = Transformer(cfg)
         self.out_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
         self.linears = nn.ModuleList(nn.Linear(cfg.dim, cfg.card, bias=cfg.bias_proj) for _ in range(cfg.n_q))
+        self._compiled_step = None
+
+    def compile_decoding(self, mode: str | None = None) -> None:
+        """Run one-step decoding calls through ``torch.compile`` (prefill and multi-step chunks stay eager).
+
+        Positions are symbolic (``dynamic=True``), so a generation compiles once rather than once per step. Worth
+        it where per-step Python and kernel-launch overhead dominate (small models, GPUs); the first generation
+        pays the compile time. See ``benchmarks/bench_generate.py --compile`` for measurements.
+        """
+        self._compiled_step = torch.compile(self._step, dynamic=True, mode=mode)
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled_step is not None
 
     @property
     def special_token(self) -> int:
@@ -192,6 +206,11 @@ class LMModel(nn.Module):
         ``prefix [B, P, D]`` (prepended conditions) goes in front on the first call; its positions are not
         returned. Positions continue from ``state.pos``.
         """
+        if self._compiled_step is not None and prefix is None and sequence.shape[-1] == 1 and state.pos > 0:
+            return self._compiled_step(sequence, state)
+        return self._step(sequence, state, prefix)
+
+    def _step(self, sequence: torch.Tensor, state: DecodeState, prefix: torch.Tensor | None = None) -> torch.Tensor:
         x = self.embed(sequence)
         if state.summed is not None:
             # Input step s predicts codebook 0's frame s (the pattern's first step is empty), so it gets frame s.

@@ -21,6 +21,7 @@ from .genmodel import BaseGenModel, GenerationError
 from .progress import GenerationProgress
 
 MAX_PROMPTS = 256
+FIRST_CHUNK_SECONDS = 0.2  # --stream: size of the first chunk written (later ones are 1 s)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class GenerationJob:
     batch_size: int | None = None
     quantize: str | None = None
     stream: bool = False
+    compile: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, kind: str) -> GenerationJob:
@@ -74,7 +76,8 @@ class GenerationJob:
             raise GenerationError("--stream generates from text only: it cannot be combined with --melody or "
                                   "--continue-from")
         return cls(kind, args.model, prompts, output, fmt, params, args.continue_from, melody, args.text_encoder,
-                   args.device, not args.no_progress, batch_size, quantize, stream)
+                   args.device, not args.no_progress, batch_size, quantize, stream,
+                   bool(getattr(args, "compile", False)))
 
     def output_paths(self) -> list[Path]:
         stem = self.output.with_suffix("") if self.output.suffix.lstrip(".").lower() in WRITE_FORMATS else self.output
@@ -99,9 +102,13 @@ class GenerationJob:
     def load_model(self) -> BaseGenModel:
         if self.kind == "sfx":
             from .audiogen import AudioGen
-            return AudioGen.get_pretrained(self.model, device=self.device, quantize=self.quantize)
-        from .musicgen import MusicGen
-        return MusicGen.get_pretrained(self.model, device=self.device, quantize=self.quantize)
+            model: BaseGenModel = AudioGen.get_pretrained(self.model, device=self.device, quantize=self.quantize)
+        else:
+            from .musicgen import MusicGen
+            model = MusicGen.get_pretrained(self.model, device=self.device, quantize=self.quantize)
+        if self.compile:
+            model.lm.compile_decoding()
+        return model
 
     def run(self) -> list[Path]:
         # Read the prompt audio first: input problems surface before a long model load.
@@ -151,7 +158,10 @@ class GenerationJob:
                 with contextlib.ExitStack() as stack:
                     files = [stack.enter_context(_stream_file(path, model.sample_rate, model.audio_channels, self.fmt))
                              for path in batch_paths]
-                    for chunk in model.generate_stream(self.prompts[start:start + size]):
+                    # A short first chunk: playback can start after about 18 decoding steps.
+                    stream = model.generate_stream(self.prompts[start:start + size], chunk_seconds=1.0,
+                                                   first_chunk_seconds=FIRST_CHUNK_SECONDS)
+                    for chunk in stream:
                         if first_audio is None:
                             first_audio = time.perf_counter() - begin
                         for f, wav in zip(files, chunk.cpu(), strict=True):

@@ -162,17 +162,18 @@ class BaseGenModel:
         return self._finish(self._generate_tokens(texts, None, progress), return_tokens)
 
     def generate_stream(self, descriptions: Sequence[str], chunk_seconds: float = 1.0,
-                        progress: bool = False) -> AudioStream:
+                        progress: bool = False, first_chunk_seconds: float | None = None) -> AudioStream:
         """Like :meth:`generate`, but iterating the result yields audio chunks ``[B, C, n]`` as soon as they exist.
 
-        Chunks hold ``chunk_seconds`` of audio (the last one may be shorter); concatenated they equal
+        Chunks hold ``chunk_seconds`` of audio (the first ``first_chunk_seconds`` if given, the last one may be
+        shorter); concatenated they equal
         ``generate_audio(tokens)`` up to float rounding. The duration must fit in one window (``max_duration``).
         After iteration, ``stream.tokens [B, K, F]`` holds the codes. See :mod:`wavecraft.models.streaming`.
         """
         from .streaming import AudioStream
 
         texts = self._check_descriptions(descriptions, allow_none=False)
-        return AudioStream(self, texts, chunk_seconds, progress)
+        return AudioStream(self, texts, chunk_seconds, progress, first_chunk_seconds)
 
     def generate_continuation(self, prompt: torch.Tensor, prompt_sample_rate: int,
                               descriptions: Sequence[str | None] | None = None, progress: bool = False,

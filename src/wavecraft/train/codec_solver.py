@@ -96,6 +96,8 @@ class CodecTrainConfig:
 
     manifest: str = ""
     codec: CodecConfig = field(default_factory=_small_codec)
+    init_from: str = ""  # start from this trained codec (its own config; ``codec`` is then ignored)
+    train_part: str = "all"  # all | decoder: encoder and quantizer frozen, so the codes (and LMs on them) stay valid
     segment_duration: float = 1.0
     batch_size: int = 8
     lr: float = 3e-4
@@ -132,6 +134,11 @@ class CodecSolver:
             raise WavecraftError(f"batch_size {cfg.batch_size} does not split over {self.world_size} ranks")
         if cfg.valid_manifest and cfg.valid_batch_size % self.world_size:
             raise WavecraftError(f"valid_batch_size {cfg.valid_batch_size} does not split over {self.world_size} ranks")
+        if cfg.train_part not in ("all", "decoder"):
+            raise WavecraftError(f"train_part must be 'all' or 'decoder', got {cfg.train_part!r}")
+        if cfg.train_part == "decoder":
+            model.encoder.requires_grad_(False)
+            model.quantizer.requires_grad_(False)
         self._train_module: torch.nn.Module = model
         if self.world_size > 1:
             model.quantizer.set_distributed(True)
@@ -152,7 +159,7 @@ class CodecSolver:
             self.disc_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=adv.lr, betas=adv.betas)
         self.balancer: Balancer | None = None
         if cfg.balancer.enabled:
-            names = ("l1", "msspec", "adv", "feat") if adv.enabled else ("l1", "msspec")
+            names = ("l1", "msspec", "stft", "adv", "feat") if adv.enabled else ("l1", "msspec", "stft")
             weights = {n: getattr(cfg.losses, n) for n in names if getattr(cfg.losses, n) > 0}
             bcfg = cfg.balancer
             self.balancer = Balancer(weights, bcfg.total_norm, bcfg.ema_decay, bcfg.per_batch_item)
@@ -192,13 +199,15 @@ class CodecSolver:
         balancer ``gnorm_<loss>`` (moving averages of the output-gradient norms); losses are averaged over ranks.
         """
         self._train_module.train()
+        if self.cfg.train_part == "decoder":
+            self.model.quantizer.eval()  # no EMA codebook updates, k-means or dead-code resets: codes stay fixed
         wav = shard(wav, self.rank, self.world_size).to(self.device)
         result = self._train_module(wav)
         out = result.x
         values: dict[str, torch.Tensor] = {}
         if self.discriminator is not None and self._discriminator_due():
             values["d_loss"] = self._update_discriminator(wav, out)
-        parts = reconstruction_losses(out, wav, self.model.sample_rate)
+        parts = reconstruction_losses(out, wav, self.model.sample_rate, stft=self.cfg.losses.stft > 0)
         if self.discriminator is not None:
             self.discriminator.train()
             parts.update(adversarial_losses(self.discriminator, out, wav, reduce_scale=all_reduce_mean))
