@@ -82,6 +82,8 @@ def _generation_args(p: argparse.ArgumentParser, default_model: str, default_dur
     p.add_argument("--batch-size", type=int, default=None, help="prompts generated together (default: all)")
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 transformer weights: faster on CPU")
     p.add_argument("--stream", action="store_true", help="write audio while generating (no loudness normalization)")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                   help="transformer precision (half precision is meant for GPUs; heads stay float32)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the decoding step (pays off on long or repeated generations)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -164,6 +164,18 @@ class LMModel(nn.Module):
         return self._compiled_step is not None
 
     @property
+    def transformer_dtype(self) -> torch.dtype:
+        """The dtype the layers compute in (norm weights tell it: int8 quantization leaves them fp32)."""
+        return self.transformer.layers[0].norm1.weight.dtype
+
+    def set_transformer_dtype(self, dtype: torch.dtype) -> None:
+        """Run the transformer layers (and the KV cache) in ``dtype``, e.g. ``torch.float16`` on a GPU, while the
+        embeddings, the output norm and the heads stay float32, as the reference does under autocast."""
+        if not dtype.is_floating_point:
+            raise ValueError(f"transformer dtype must be a floating-point type, got {dtype}")
+        self.transformer.to(dtype)
+
+    @property
     def special_token(self) -> int:
         return self.cfg.card
 
@@ -175,11 +187,11 @@ class LMModel(nn.Module):
         Prepended conditions are never masked: neither reference masks padded prefix positions.
         ``summed [B, F, D]``: a condition aligned with the codec frames (see :class:`DecodeState`).
         """
-        ref = self.linears[0].weight
+        ref = self.transformer.layers[0].norm1.weight  # the layers' dtype and device
         shape = (batch, self.cfg.num_heads, max_len, self.cfg.head_dim)
         state = DecodeState(keys=[ref.new_zeros(shape) for _ in self.transformer.layers],
                             values=[ref.new_zeros(shape) for _ in self.transformer.layers],
-                            summed=None if summed is None else summed.to(ref.dtype))
+                            summed=None if summed is None else summed.to(self.out_norm.weight.dtype))
         if self.cfg.cross_attention:
             if cross_src is None:
                 raise ValueError("this model has cross-attention and needs a condition (cross_src)")
@@ -224,10 +236,11 @@ class LMModel(nn.Module):
             raise ValueError(f"decode state holds {state.max_len} positions, {state.pos + steps} needed")
         positions = torch.arange(state.pos, state.pos + steps, device=x.device).view(1, -1, 1)
         x = x + self.cfg.positional_scale * sin_embedding(positions, self.cfg.dim, self.cfg.max_period).to(x.dtype)
+        x = x.to(state.keys[0].dtype)  # the layers may run in half precision (set_transformer_dtype)
         for i, layer in enumerate(self.transformer.layers):
             x = layer(x, state, i)
         state.pos += steps
-        x = self.out_norm(x[:, steps - sequence.shape[-1]:])
+        x = self.out_norm(x[:, steps - sequence.shape[-1]:].to(self.out_norm.weight.dtype))
         return torch.stack([linear(x, head.weight, head.bias) for head in self.linears], dim=1)
 
     def forward(self, sequence: torch.Tensor, cross_src: torch.Tensor | None = None,

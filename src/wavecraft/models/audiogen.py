@@ -19,6 +19,6 @@ class AudioGen(BaseGenModel):
 
     @classmethod
     def get_pretrained(cls, name: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None,
-                       quantize: str | None = None) -> AudioGen:
-        """Load LM + codec; ``quantize='int8'`` as for :meth:`MusicGen.get_pretrained`."""
-        return cls._load(name, device, quantize)
+                       quantize: str | None = None, dtype: str | None = None) -> AudioGen:
+        """Load LM + codec; ``quantize='int8'`` and ``dtype`` as for :meth:`MusicGen.get_pretrained`."""
+        return cls._load(name, device, quantize, dtype)

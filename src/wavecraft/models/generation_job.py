@@ -17,7 +17,7 @@ from ..audio.io import WRITE_FORMATS
 from ..errors import AudioFileError
 from ..fileio import atomic_output
 from ..lm.quantize import check_quantize
-from .genmodel import BaseGenModel, GenerationError
+from .genmodel import BaseGenModel, GenerationError, transformer_dtype
 from .progress import GenerationProgress
 
 MAX_PROMPTS = 256
@@ -41,6 +41,7 @@ class GenerationJob:
     quantize: str | None = None
     stream: bool = False
     compile: bool = False
+    dtype: str | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, kind: str) -> GenerationJob:
@@ -71,13 +72,14 @@ class GenerationJob:
         if batch_size is not None and batch_size < 1:
             raise GenerationError(f"--batch-size must be at least 1, got {batch_size}")
         quantize = check_quantize(getattr(args, "quantize", None))
+        transformer_dtype(getattr(args, "dtype", None), quantize)  # a bad combination fails before loading
         stream = bool(getattr(args, "stream", False))
         if stream and (melody or args.continue_from):
             raise GenerationError("--stream generates from text only: it cannot be combined with --melody or "
                                   "--continue-from")
         return cls(kind, args.model, prompts, output, fmt, params, args.continue_from, melody, args.text_encoder,
                    args.device, not args.no_progress, batch_size, quantize, stream,
-                   bool(getattr(args, "compile", False)))
+                   bool(getattr(args, "compile", False)), getattr(args, "dtype", None))
 
     def output_paths(self) -> list[Path]:
         stem = self.output.with_suffix("") if self.output.suffix.lstrip(".").lower() in WRITE_FORMATS else self.output
@@ -102,10 +104,11 @@ class GenerationJob:
     def load_model(self) -> BaseGenModel:
         if self.kind == "sfx":
             from .audiogen import AudioGen
-            model: BaseGenModel = AudioGen.get_pretrained(self.model, device=self.device, quantize=self.quantize)
+            model: BaseGenModel = AudioGen.get_pretrained(self.model, device=self.device, quantize=self.quantize,
+                                                          dtype=self.dtype)
         else:
             from .musicgen import MusicGen
-            model = MusicGen.get_pretrained(self.model, device=self.device, quantize=self.quantize)
+            model = MusicGen.get_pretrained(self.model, device=self.device, quantize=self.quantize, dtype=self.dtype)
         if self.compile:
             model.lm.compile_decoding()
         return model

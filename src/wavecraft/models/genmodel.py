@@ -34,6 +34,20 @@ class GenerationError(WavecraftError, ValueError):
     """Invalid generation arguments: descriptions, durations, prompts."""
 
 
+TRANSFORMER_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def transformer_dtype(name: str | None, quantize: str | None = None) -> torch.dtype | None:
+    """``dtype='float16'`` etc. of ``get_pretrained`` as a torch dtype (``None``: keep float32)."""
+    if name is None or name == "float32":
+        return None
+    if name not in TRANSFORMER_DTYPES:
+        raise GenerationError(f"unknown dtype {name!r}; supported: {', '.join(TRANSFORMER_DTYPES)}")
+    if quantize is not None:
+        raise GenerationError(f"dtype={name} and quantize={quantize} exclude each other")
+    return getattr(torch, name)
+
+
 class BaseGenModel:
     """A text-conditioned token generator plus the codec that turns its tokens into audio."""
 
@@ -63,16 +77,20 @@ class BaseGenModel:
         self._progress_callback: ProgressCallback | None = None
 
     @classmethod
-    def _load(cls, name: str | Path, device: str | torch.device | None, quantize: str | None):  # noqa: ANN206
+    def _load(cls, name: str | Path, device: str | torch.device | None, quantize: str | None,  # noqa: ANN206
+              dtype: str | None = None):
         """LM bundle + codec from ``name`` (the codec from the same folder, or beside a state-dict file)."""
         device = default_device(device)
         check_quantize(quantize, device)  # before the (long) load
+        layer_dtype = transformer_dtype(dtype, quantize)
         bundle = load_lm_bundle(name)
         location = Path(name).parent if Path(name).is_file() else name
         codec = CompressionModel.get_pretrained(location)
         bundle.to(device)
         if quantize == "int8":
             quantize_int8(bundle.lm)
+        if layer_dtype is not None:
+            bundle.lm.set_transformer_dtype(layer_dtype)
         return cls(str(name), codec.to(device), bundle)
 
     # -- properties ---------------------------------------------------------------------------------------------

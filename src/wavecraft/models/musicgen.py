@@ -33,15 +33,17 @@ class MusicGen(BaseGenModel):
 
     @classmethod
     def get_pretrained(cls, name: str | Path | None = None, device: str | torch.device | None = None,
-                       quantize: str | None = None) -> MusicGen:
+                       quantize: str | None = None, dtype: str | None = None) -> MusicGen:
         """Load LM + codec from a hub repo, a local directory, or an AudioCraft ``state_dict.bin``; with no name
         (or ``"wavecraft-small"``), the small model that ships inside the package (no download).
 
         The codec is read from the same place (``compression_state_dict.bin``). ``quantize='int8'`` stores the
         transformer's linear weights in int8 for faster CPU decoding (:mod:`wavecraft.lm.quantize`).
+        ``dtype='float16'`` (or ``'bfloat16'``) runs the transformer layers and KV cache in half precision, with
+        embeddings, output norm and heads in float32 as the reference's autocast does: meant for GPUs.
         """
         name = shipped_model_dir() if is_shipped_name(name) else resolve_name(name)  # type: ignore[arg-type]
-        return cls._load(name, device, quantize)
+        return cls._load(name, device, quantize, dtype)
 
     @property
     def has_melody(self) -> bool:
