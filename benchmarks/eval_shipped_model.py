@@ -8,7 +8,8 @@ Prints:
    onset rate, Krumhansl key estimate), against the same measure with the prompts shuffled;
 3. melody adherence: chroma cosine between input melody and output (musicgen-melody's card: 0.44 on MusicCaps);
 4. speed: real-time factor of generating 10 s on this machine;
-5. with ``--manifest`` (e.g. the LM's training manifest): whether the LM uses its conditions at all — its
+5. codec pitch: 12 synthetic harmonic notes C..B through the codec; how many come back with their own pitch class;
+6. with ``--manifest`` (e.g. the LM's training manifest): whether the LM uses its conditions at all — its
    teacher-forced cross-entropy on those clips with their own caption and melody, against none or another
    clip's (a model that ignores a condition scores the same either way).
 
@@ -151,6 +152,27 @@ def held_out_melodies(count: int, seconds: float, rate: int, seed: int) -> list[
     return clips
 
 
+def eval_codec_pitch(model: MusicGen) -> None:
+    """Whether the codec renders pitch: 2 s harmonic notes C4..B4, strongest mean chroma bin after the codec."""
+    import math
+
+    from wavecraft.conditioning.chroma import ChromaExtractor
+
+    rate = model.sample_rate
+    t = torch.arange(2 * rate) / rate
+    def note(k: int) -> torch.Tensor:
+        f0 = 261.63 * 2 ** (k / 12)
+        return sum(0.3 / h * torch.sin(2 * math.pi * f0 * h * t) for h in range(1, 6))[None]
+
+    notes = torch.stack([note(k) for k in range(12)])
+    with torch.inference_mode():
+        codes, scale = model.compression_model.encode(notes)
+        out = model.compression_model.decode(codes, scale)[..., :notes.shape[-1]]
+    classes = ChromaExtractor(rate, argmax=False)(out.mean(1, keepdim=True)).mean(1).argmax(-1).tolist()
+    right = sum(c == k for k, c in enumerate(classes))
+    print(f"codec pitch: {right}/12 notes C..B keep their pitch class (rendered as {classes})")
+
+
 def eval_condition_use(model: MusicGen, manifest: Path, count: int, seed: int) -> None:
     """Teacher-forced cross-entropy of ``count`` clips of ``manifest`` under right / no / another clip's text
     and melody (one segment of ``max_duration`` each)."""
@@ -216,6 +238,7 @@ def main() -> None:
     print(f"model: {model.name}")
     if args.real_music is not None:
         eval_codec(model, args.real_music, args.clips)
+    eval_codec_pitch(model)
     if args.manifest is not None:
         eval_condition_use(model, args.manifest, 24, args.seed)
     if "text" not in args.skip:
