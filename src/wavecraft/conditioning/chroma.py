@@ -103,10 +103,15 @@ class ChromaConditioner(nn.Module):
         self.sample_rate = sample_rate
         self.chroma = ChromaExtractor(sample_rate, n_chroma, radix2_exp, argmax)
         self.output_proj = nn.Linear(n_chroma, output_dim)
-        self.chroma_len = 1 + int(sample_rate * duration) // self.chroma.hop
+        self.set_window(duration, frame_rate)
+        self.stem_separator: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+
+    def set_window(self, duration: float, frame_rate: float | None = None) -> None:
+        """Size the condition for ``duration`` seconds: ``chroma_len`` chroma frames, and with the codec's
+        ``frame_rate`` (``sum`` fusion) one projected vector per codec frame (``frames``)."""
+        self.chroma_len = 1 + int(self.sample_rate * duration) // self.chroma.hop
         self.frame_rate = frame_rate
         self.frames = 0 if frame_rate is None else int(round(duration * frame_rate))
-        self.stem_separator: Callable[[torch.Tensor, int], torch.Tensor] | None = None
 
     def extract(self, wav: torch.Tensor) -> torch.Tensor:
         """``wav [B, 1, T]`` (model sample rate, zero-padded batch) ``-> chroma [B, chroma_len, n_chroma]``."""

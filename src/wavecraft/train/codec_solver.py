@@ -117,6 +117,10 @@ class CodecTrainConfig:
     seed: int = 0
     output_dir: str = "runs/codec"
 
+    def __post_init__(self) -> None:
+        if self.train_part not in ("all", "decoder"):
+            raise ValueError(f"train_part must be 'all' or 'decoder', got {self.train_part!r}")
+
 
 class CodecSolver:
     """Trains ``model`` (an :class:`EnCodec`) with ``cfg``; see the module docstring.
@@ -134,8 +138,6 @@ class CodecSolver:
             raise WavecraftError(f"batch_size {cfg.batch_size} does not split over {self.world_size} ranks")
         if cfg.valid_manifest and cfg.valid_batch_size % self.world_size:
             raise WavecraftError(f"valid_batch_size {cfg.valid_batch_size} does not split over {self.world_size} ranks")
-        if cfg.train_part not in ("all", "decoder"):
-            raise WavecraftError(f"train_part must be 'all' or 'decoder', got {cfg.train_part!r}")
         if cfg.train_part == "decoder":
             model.encoder.requires_grad_(False)
             model.quantizer.requires_grad_(False)

@@ -131,8 +131,7 @@ def sum_melody(bundle: LMBundle, frame_rate: float) -> None:
     for name, module in melody.items():
         if bundle.fuser.cond2fuse.get(name) == "sum":
             continue
-        module.chroma_len = 1 + int(module.sample_rate * bundle.max_duration) // module.chroma.hop
-        module.frame_rate, module.frames = frame_rate, int(round(bundle.max_duration * frame_rate))
+        module.set_window(bundle.max_duration, frame_rate)
         bundle.fuser.cond2fuse[name] = "sum"
 
 
