@@ -14,6 +14,7 @@ Prints:
    clip's (a model that ignores a condition scores the same either way).
 
     python benchmarks/eval_shipped_model.py --real-music /path/to/wesnoth/music --n 4
+    python benchmarks/eval_shipped_model.py --codec runs/shipped/codec_osc/final --real-music ...  # 1 and 5 only
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 
 from wavecraft import MusicGen, audio_read
 from wavecraft.audio import convert_audio
+from wavecraft.codec.compression import CompressionModel
 from wavecraft.metrics import chroma_cosine_similarity
 from wavecraft.metrics.features import envelope_sustain, estimate_key, onset_rate, spectral_centroid
 from wavecraft.train.codec_losses import multiscale_mel_loss, si_snr
@@ -65,8 +67,7 @@ def real_music_excerpts(folder: Path, count: int, seconds: float, rate: int) -> 
 
 
 @torch.no_grad()
-def eval_codec(model: MusicGen, folder: Path, count: int) -> None:
-    codec = model.compression_model
+def eval_codec(codec: CompressionModel, folder: Path, count: int) -> None:
     clips = real_music_excerpts(folder, count, 10.0, codec.sample_rate)
     if not clips:
         print(f"codec: no usable audio under {folder}")
@@ -152,23 +153,11 @@ def held_out_melodies(count: int, seconds: float, rate: int, seed: int) -> list[
     return clips
 
 
-def eval_codec_pitch(model: MusicGen) -> None:
+def eval_codec_pitch(codec: CompressionModel) -> None:
     """Whether the codec renders pitch: 2 s harmonic notes C4..B4, strongest mean chroma bin after the codec."""
-    import math
+    from wavecraft.metrics.pitch import rendered_pitch_classes
 
-    from wavecraft.conditioning.chroma import ChromaExtractor
-
-    rate = model.sample_rate
-    t = torch.arange(2 * rate) / rate
-    def note(k: int) -> torch.Tensor:
-        f0 = 261.63 * 2 ** (k / 12)
-        return sum(0.3 / h * torch.sin(2 * math.pi * f0 * h * t) for h in range(1, 6))[None]
-
-    notes = torch.stack([note(k) for k in range(12)])
-    with torch.inference_mode():
-        codes, scale = model.compression_model.encode(notes)
-        out = model.compression_model.decode(codes, scale)[..., :notes.shape[-1]]
-    classes = ChromaExtractor(rate, argmax=False)(out.mean(1, keepdim=True)).mean(1).argmax(-1).tolist()
+    classes = rendered_pitch_classes(codec)
     right = sum(c == k for k, c in enumerate(classes))
     print(f"codec pitch: {right}/12 notes C..B keep their pitch class (rendered as {classes})")
 
@@ -233,12 +222,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--manifest", type=Path, default=None, help="clips for the condition-use check")
     parser.add_argument("--skip", nargs="*", default=[], choices=["text", "melody", "speed"])
+    parser.add_argument("--codec", default=None, help="evaluate only this codec export (real music and pitch)")
     args = parser.parse_args()
+    if args.codec:
+        codec = CompressionModel.get_pretrained(args.codec)
+        print(f"codec: {args.codec}")
+        if args.real_music is not None:
+            eval_codec(codec, args.real_music, args.clips)
+        eval_codec_pitch(codec)
+        return
     model = MusicGen.get_pretrained(args.model, device="cpu") if args.model else MusicGen.get_pretrained()
     print(f"model: {model.name}")
     if args.real_music is not None:
-        eval_codec(model, args.real_music, args.clips)
-    eval_codec_pitch(model)
+        eval_codec(model.compression_model, args.real_music, args.clips)
+    eval_codec_pitch(model.compression_model)
     if args.manifest is not None:
         eval_condition_use(model, args.manifest, 24, args.seed)
     if "text" not in args.skip:

@@ -47,3 +47,17 @@ def test_sizes_restrict_frames():
 def test_shape_mismatch():
     with pytest.raises(ValueError):
         chroma_cosine_similarity(tone(100), tone(100, 1.0), SR)
+
+
+def test_rendered_pitch_classes_tells_a_pitch_faithful_codec_from_a_monotone_one():
+    from wavecraft.codec.compression import EnCodec
+    from wavecraft.metrics.pitch import rendered_pitch_classes
+
+    codec = EnCodec.from_config("debug").eval()
+    # a perfect codec (decode returns what encode got), then one that renders every note as an A
+    codec.encode = lambda wav: (wav, None)  # type: ignore[method-assign]
+    codec.decode = lambda codes, scale=None: codes  # type: ignore[method-assign]
+    assert rendered_pitch_classes(codec) == list(range(12))
+    note_a = 0.3 * torch.sin(2 * torch.pi * 440.0 * torch.arange(64000) / 32000)
+    codec.decode = lambda codes, scale=None: note_a.expand_as(codes)  # type: ignore[method-assign]
+    assert rendered_pitch_classes(codec) == [9] * 12

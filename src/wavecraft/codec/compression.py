@@ -12,6 +12,7 @@ from torch import nn
 from .._malloc import reuse_freed_memory
 from ..errors import InvalidAudioError
 from .config import CodecConfig, codec_configs
+from .oscillator import OscillatorDecoder, SemitoneEncoder
 from .quantization import QuantizedResult, ResidualVectorQuantizer
 from .seanet import SEANetDecoder, SEANetEncoder
 
@@ -98,7 +99,8 @@ class CompressionModel(ABC, nn.Module):
 
 
 class EnCodec(CompressionModel):
-    """EnCodec: SEANet encoder → residual VQ → SEANet decoder.
+    """EnCodec: SEANet encoder → residual VQ → SEANet decoder (``architecture='oscillator'``: the semitone encoder
+    and oscillator decoder of :mod:`.oscillator` around the same residual VQ).
 
     With ``renormalize`` the input is divided by its RMS (mono mix) and ``scale [B, n_chunks]`` is returned. With
     ``chunk_length_s`` (48 kHz model) audio is encoded in overlapping chunks whose codes are concatenated in time;
@@ -108,8 +110,12 @@ class EnCodec(CompressionModel):
     def __init__(self, cfg: CodecConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoder = SEANetEncoder(cfg)
-        self.decoder = SEANetDecoder(cfg)
+        if cfg.architecture == "oscillator":
+            self.encoder: nn.Module = SemitoneEncoder(cfg)
+            self.decoder: nn.Module = OscillatorDecoder(cfg)
+        else:
+            self.encoder = SEANetEncoder(cfg)
+            self.decoder = SEANetDecoder(cfg)
         self.quantizer = ResidualVectorQuantizer(
             cfg.dimension, cfg.n_q, cfg.bins, decay=cfg.decay, kmeans_init=cfg.kmeans_init,
             kmeans_iters=cfg.kmeans_iters, threshold_ema_dead_code=cfg.threshold_ema_dead_code,

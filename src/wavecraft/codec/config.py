@@ -18,6 +18,8 @@ class CodecConfig(ConfigMixin):
 
     sample_rate: int = 32000
     channels: int = 1
+    # seanet: EnCodec's autoencoder; oscillator: semitone-band encoder + oscillator-bank decoder (codec/oscillator.py)
+    architecture: str = "seanet"
     # SEANet
     dimension: int = 128
     n_filters: int = 64
@@ -44,6 +46,11 @@ class CodecConfig(ConfigMixin):
     kmeans_iters: int = 50
     threshold_ema_dead_code: float = 2.0
     q_dropout: bool = False
+    # Oscillator codec: ConvNeXt width and depth (encoder and decoder each), noise bands, analysis STFT size
+    oscillator_hidden: int = 256
+    oscillator_layers: int = 4
+    oscillator_noise_bands: int = 16
+    oscillator_n_fft: int = 4096
     # Model-level behaviour
     renormalize: bool = False
     chunk_length_s: float | None = None  # 48 kHz model: encode 1 s chunks ...
@@ -53,6 +60,11 @@ class CodecConfig(ConfigMixin):
     def __post_init__(self) -> None:
         if self.causal and self.renormalize:
             raise ValueError("causal and renormalize are mutually exclusive")
+        if self.architecture not in ("seanet", "oscillator"):
+            raise ValueError(f"architecture must be seanet or oscillator, got {self.architecture!r}")
+        if self.architecture == "oscillator" and (self.channels != 1 or self.causal or self.renormalize
+                                                  or self.chunk_length_s is not None):
+            raise ValueError("the oscillator codec is mono, non-causal, without renormalisation or chunking")
 
     @property
     def hop_length(self) -> int:

@@ -16,6 +16,10 @@ it respects the EnCodec decoder's receptive field:
 So audio frames ``[a, b)`` can be emitted once code frames ``[0, b + 4)`` are complete: 4 frames (80 ms at
 50 Hz) of codec lookahead, on top of the delay pattern's lag (frame ``t`` is complete after step ``t + 4``).
 The contexts are computed from the layers (:func:`conv_context`), not hard-coded, and checked by the tests.
+
+The oscillator codec's decoder (:mod:`..codec.oscillator`) has no recurrence: each chunk decodes a window of code
+frames with ``context_frames`` on both sides and keeps its own samples (the oscillators' phases follow the
+absolute sample index, so windows join exactly).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from torch import nn
 
 from ..codec.compression import EnCodec, InterleaveStereoCompressionModel
 from ..codec.conv import StreamableConv1d, StreamableConvTranspose1d, StreamableLSTM
+from ..codec.oscillator import OscillatorDecoder
 from ..codec.seanet import SEANetResnetBlock, to_time_last_4d
 from ..lm.generate import generate_steps
 from ..lm.patterns import Pattern
@@ -87,10 +92,15 @@ class StreamingDecoder:
     def __init__(self, codec: EnCodec, total_frames: int) -> None:
         if not isinstance(codec, EnCodec) or codec.cfg.chunk_length is not None or codec.cfg.renormalize:
             raise GenerationError("streaming needs an EnCodec codec without chunking or renormalisation")
-        layers = list(codec.decoder.model)
         self.codec = codec
         self.hop = codec.hop_length
         self.total = total_frames
+        self.emitted = 0  # audio frames handed out so far
+        # The oscillator decoder has no recurrence: a window with its context on both sides is exact.
+        self.window_context = codec.decoder.context_frames if isinstance(codec.decoder, OscillatorDecoder) else None
+        if self.window_context is not None:
+            return
+        layers = list(codec.decoder.model)
         self.head = layers[0]
         self.lstm = layers[1] if len(layers) > 1 and isinstance(layers[1], StreamableLSTM) else None
         self.tail = nn.Sequential(*layers[2 if self.lstm is not None else 1:])
@@ -100,11 +110,12 @@ class StreamingDecoder:
         self._recurrent: list[torch.Tensor] = []  # LSTM outputs [n, B, C] from frame _base on, time-major
         self._base = 0
         self._recurrent_frames = 0
-        self.emitted = 0  # audio frames handed out so far
 
     @property
     def lookahead(self) -> int:
         """Complete code frames needed beyond the last frame of audio to emit (codec lookahead)."""
+        if self.window_context is not None:
+            return self.window_context
         return self.head_context[1] + self.tail_context[1]
 
     def ready(self, complete: int) -> int:
@@ -118,8 +129,19 @@ class StreamingDecoder:
         if end > self.ready(codes.shape[-1]) or end < self.emitted:
             raise ValueError(f"cannot decode up to frame {end} from {codes.shape[-1]} frames")
         with torch.inference_mode():
+            if self.window_context is not None:
+                return self._decode_window(codes, end)
             self._advance_recurrent(codes, min(self.total, end + self.tail_context[1]))
             return self._decode_tail(end)
+
+    def _decode_window(self, codes: torch.Tensor, end: int) -> torch.Tensor:
+        """Frames ``[a - context, end + context)`` through the whole decoder, cropped to the samples of
+        ``[a, end)`` (oscillator codec)."""
+        a, context = self.emitted, self.window_context or 0
+        lo, hi = max(0, a - context), min(self.total, end + context)
+        wav = self.codec.decoder(self.codec.decode_latent(codes[..., lo:hi]), first_frame=lo)
+        self.emitted = end
+        return wav[..., (a - lo) * self.hop:(end - lo) * self.hop]
 
     def _advance_recurrent(self, codes: torch.Tensor, until: int) -> None:
         """Run the first conv and the LSTM (carrying its state) over frames ``[done, until)``."""
