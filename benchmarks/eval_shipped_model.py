@@ -72,15 +72,21 @@ def eval_codec(codec: CompressionModel, folder: Path, count: int) -> None:
     if not clips:
         print(f"codec: no usable audio under {folder}")
         return
-    snrs, mels = [], []
+    snrs, mels, outputs = [], [], []
     for clip in clips:
         x = clip[None]
         codes, scale = codec.encode(x)
         y = codec.decode(codes, scale)[..., : x.shape[-1]]
         snrs.append(float(si_snr(y, x)[0]))
         mels.append(float(multiscale_mel_loss(y, x, codec.sample_rate)))
+        outputs.append(y[0])
     print(f"codec on {len(clips)} x 10 s of held-out real music ({folder.name}): "
           f"SI-SNR {sum(snrs) / len(snrs):.2f} dB, multi-scale mel distance {sum(mels) / len(mels):.3f}")
+    # Pitch on real music: a reconstruction should match its own input's chroma better than another clip's.
+    inputs, outputs_ = torch.stack(clips), torch.stack(outputs)
+    own = chroma_cosine_similarity(outputs_, inputs, codec.sample_rate)
+    other = chroma_cosine_similarity(outputs_, inputs.roll(1, 0), codec.sample_rate)
+    print(f"codec chroma: reconstruction vs its own input {own:.3f}, vs another clip {other:.3f}")
 
 
 def feature(name: str, wav: torch.Tensor, rate: int) -> float:
