@@ -153,7 +153,7 @@ class OscillatorDecoder(nn.Module):
         return (bank / bank.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-12)).float()
 
     def forward(self, z: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
-        batch, _, frames = z.shape
+        frames = z.shape[-1]
         gains = F.softplus(_run_stack(self.stack, z) - 5.0).transpose(1, 2)  # [B, N + bands, F]; starts quiet
         length = frames * self.hop
         start = first_frame * self.hop
