@@ -11,7 +11,7 @@ from test_streaming import _stream_decode
 from wavecraft.codec import CodecConfig, EnCodec
 from wavecraft.codec.oscillator import oscillator_frequencies, semitone_band_matrix
 from wavecraft.metrics.features import chroma_profile
-from wavecraft.models.streaming import StreamingDecoder
+from wavecraft.models.streaming import streaming_decoder
 
 
 def _codec(**overrides) -> EnCodec:
@@ -92,7 +92,7 @@ def test_streaming_decoding_equals_one_shot(chunks):
     codes = torch.randint(0, 32, (2, 2, 45))
     with torch.inference_mode():
         ref = codec.decode(codes)
-    decoder = StreamingDecoder(codec, codes.shape[-1])
+    decoder = streaming_decoder(codec, codes.shape[-1])
     assert decoder.lookahead == codec.decoder.context_frames == 3 + 3 * 2 + 1
     out = _stream_decode(decoder, codes, chunks)
     assert out.shape == ref.shape

@@ -82,12 +82,15 @@ def conv_context(layers: nn.Module, hop: int) -> tuple[int, int]:
     return frame - lo, hi - frame
 
 
-class StreamingDecoder:
-    """EnCodec decoding of a code sequence that arrives frame by frame, equal to one-shot decoding.
+class _ExactStreamingDecoder:
+    """Decoding of a code sequence that arrives frame by frame, equal to one-shot decoding.
 
     Shapes: ``decode(codes [B, K, N], end) -> wav [B, C, (end - emitted) * hop]`` where ``codes`` are the first
     ``N`` complete frames of a clip of ``total_frames``, and ``end <= ready(N)``.
+    Use :func:`streaming_decoder` to get the right subclass for a codec.
     """
+
+    lookahead: int  # complete code frames needed beyond the last frame of audio to emit (codec lookahead)
 
     def __init__(self, codec: EnCodec, total_frames: int) -> None:
         if not isinstance(codec, EnCodec) or codec.cfg.chunk_length is not None or codec.cfg.renormalize:
@@ -96,27 +99,6 @@ class StreamingDecoder:
         self.hop = codec.hop_length
         self.total = total_frames
         self.emitted = 0  # audio frames handed out so far
-        # The oscillator decoder has no recurrence: a window with its context on both sides is exact.
-        self.window_context = codec.decoder.context_frames if isinstance(codec.decoder, OscillatorDecoder) else None
-        if self.window_context is not None:
-            return
-        layers = list(codec.decoder.model)
-        self.head = layers[0]
-        self.lstm = layers[1] if len(layers) > 1 and isinstance(layers[1], StreamableLSTM) else None
-        self.tail = nn.Sequential(*layers[2 if self.lstm is not None else 1:])
-        self.head_context = conv_context(self.head, 1)
-        self.tail_context = conv_context(self.tail, self.hop)
-        self._state: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._recurrent: list[torch.Tensor] = []  # LSTM outputs [n, B, C] from frame _base on, time-major
-        self._base = 0
-        self._recurrent_frames = 0
-
-    @property
-    def lookahead(self) -> int:
-        """Complete code frames needed beyond the last frame of audio to emit (codec lookahead)."""
-        if self.window_context is not None:
-            return self.window_context
-        return self.head_context[1] + self.tail_context[1]
 
     def ready(self, complete: int) -> int:
         """How many leading frames of audio can be decoded exactly once ``complete`` frames of codes are known."""
@@ -129,19 +111,35 @@ class StreamingDecoder:
         if end > self.ready(codes.shape[-1]) or end < self.emitted:
             raise ValueError(f"cannot decode up to frame {end} from {codes.shape[-1]} frames")
         with torch.inference_mode():
-            if self.window_context is not None:
-                return self._decode_window(codes, end)
-            self._advance_recurrent(codes, min(self.total, end + self.tail_context[1]))
-            return self._decode_tail(end)
-
-    def _decode_window(self, codes: torch.Tensor, end: int) -> torch.Tensor:
-        """Frames ``[a - context, end + context)`` through the whole decoder, cropped to the samples of
-        ``[a, end)`` (oscillator codec)."""
-        a, context = self.emitted, self.window_context or 0
-        lo, hi = max(0, a - context), min(self.total, end + context)
-        wav = self.codec.decoder(self.codec.decode_latent(codes[..., lo:hi]), first_frame=lo)
+            wav = self._decode(codes, end)
         self.emitted = end
-        return wav[..., (a - lo) * self.hop:(end - lo) * self.hop]
+        return wav
+
+    def _decode(self, codes: torch.Tensor, end: int) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class StreamingDecoder(_ExactStreamingDecoder):
+    """SEANet codec: the first conv and the LSTM run once per frame with the LSTM state carried; the upsampling
+    stack re-decodes its finite context around each chunk."""
+
+    def __init__(self, codec: EnCodec, total_frames: int) -> None:
+        super().__init__(codec, total_frames)
+        layers = list(codec.decoder.model)
+        self.head = layers[0]
+        self.lstm = layers[1] if len(layers) > 1 and isinstance(layers[1], StreamableLSTM) else None
+        self.tail = nn.Sequential(*layers[2 if self.lstm is not None else 1:])
+        self.head_context = conv_context(self.head, 1)
+        self.tail_context = conv_context(self.tail, self.hop)
+        self.lookahead = self.head_context[1] + self.tail_context[1]
+        self._state: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._recurrent: list[torch.Tensor] = []  # LSTM outputs [n, B, C] from frame _base on, time-major
+        self._base = 0
+        self._recurrent_frames = 0
+
+    def _decode(self, codes: torch.Tensor, end: int) -> torch.Tensor:
+        self._advance_recurrent(codes, min(self.total, end + self.tail_context[1]))
+        return self._decode_tail(end)
 
     def _advance_recurrent(self, codes: torch.Tensor, until: int) -> None:
         """Run the first conv and the LSTM (carrying its state) over frames ``[done, until)``."""
@@ -171,7 +169,6 @@ class StreamingDecoder:
                         device=window.device, memory_format=torch.channels_last)
         x.copy_(window.permute(1, 2, 0).unsqueeze(2))
         wav = self.tail(x).squeeze(2)[..., (a - lo) * self.hop:(end - lo) * self.hop].contiguous()
-        self.emitted = end
         # The next chunk starts its window at end - left: older LSTM frames are never read again.
         keep = max(self._base, end - left)
         self._recurrent = [seq[keep - self._base:]]
@@ -179,14 +176,36 @@ class StreamingDecoder:
         return wav
 
 
+class WindowedStreamingDecoder(_ExactStreamingDecoder):
+    """Oscillator codec, whose decoder has no recurrence: each chunk decodes the code frames
+    ``[a - context, end + context)`` and keeps the samples of ``[a, end)`` (the oscillators' phases follow the
+    absolute sample index, so windows join exactly)."""
+
+    def __init__(self, codec: EnCodec, total_frames: int) -> None:
+        super().__init__(codec, total_frames)
+        self.lookahead = self.context = codec.decoder.context_frames
+
+    def _decode(self, codes: torch.Tensor, end: int) -> torch.Tensor:
+        a = self.emitted
+        lo, hi = max(0, a - self.context), min(self.total, end + self.context)
+        wav = self.codec.decoder(self.codec.decode_latent(codes[..., lo:hi]), first_frame=lo)
+        return wav[..., (a - lo) * self.hop:(end - lo) * self.hop]
+
+
+def streaming_decoder(codec: EnCodec, total_frames: int) -> _ExactStreamingDecoder:
+    """The streaming decoder that fits ``codec``'s decoder architecture."""
+    windowed = isinstance(codec, EnCodec) and isinstance(codec.decoder, OscillatorDecoder)
+    return (WindowedStreamingDecoder if windowed else StreamingDecoder)(codec, total_frames)
+
+
 class _Decoders:
-    """One :class:`StreamingDecoder` per mono codec (two for interleaved stereo), concatenated on channels."""
+    """One streaming decoder per mono codec (two for interleaved stereo), concatenated on channels."""
 
     def __init__(self, codec: object, total_frames: int) -> None:
         self.stereo = isinstance(codec, InterleaveStereoCompressionModel)
         self.codec = codec
         base = codec.model if self.stereo else codec  # type: ignore[attr-defined]
-        self.parts = [StreamingDecoder(base, total_frames) for _ in range(2 if self.stereo else 1)]
+        self.parts = [streaming_decoder(base, total_frames) for _ in range(2 if self.stereo else 1)]
 
     def ready(self, complete: int) -> int:
         return self.parts[0].ready(complete)
