@@ -71,9 +71,13 @@ def test_decoder_renders_the_pitch_of_the_oscillator_it_selects():
 
 
 def test_noise_bank_is_fixed_and_unit_rms():
-    a, b = _codec().decoder.noise, _codec(oscillator_hidden=16).decoder.noise
-    assert torch.equal(a, b) and a.shape == (4, 32000)
-    assert torch.allclose(a.pow(2).mean(1), torch.ones(4), atol=1e-4)
+    decoder = _codec().decoder
+    a, b = decoder.noise, _codec(oscillator_hidden=16).decoder.noise
+    assert torch.equal(a, b) and decoder.noise_loop == 32000
+    loop = a[:, :decoder.noise_loop]
+    assert loop.shape == (4, 32000) and torch.allclose(loop.pow(2).mean(1), torch.ones(4), atol=1e-4)
+    # The buffer continues the loop, so that a block starting anywhere in it is one slice.
+    assert torch.equal(a[:, decoder.noise_loop:], loop.repeat(1, 2)[:, :a.shape[1] - decoder.noise_loop])
 
 
 def test_save_and_load_roundtrip(tmp_path):

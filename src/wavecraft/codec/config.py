@@ -65,6 +65,8 @@ class CodecConfig(ConfigMixin):
         if self.architecture == "oscillator" and (self.channels != 1 or self.causal or self.renormalize
                                                   or self.chunk_length_s is not None):
             raise ValueError("the oscillator codec is mono, non-causal, without renormalisation or chunking")
+        if self.architecture == "oscillator" and self.hop_length % 2:
+            raise ValueError(f"the oscillator codec needs an even hop length, got {self.hop_length}")
 
     @property
     def hop_length(self) -> int:

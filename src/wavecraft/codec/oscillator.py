@@ -16,6 +16,9 @@ Here pitch is in the structure instead:
   notes keep their pitch and consecutive frames join without clicks. The noise bank is generated from a fixed
   seed and looped, so decoding is deterministic.
 
+Synthesis needs no sine at run time: each block of 16 frames is one batched matmul of the gains against a
+precomputed sin/cos table of the oscillators, rotated to the block's starting phase.
+
 Harmonics of a tempered note land on or near oscillators (octaves exactly, fifths within 2 cents, thirds within
 14), which is why a semitone bank renders harmonic tones. Shapes: encoder ``wav [B, 1, T] -> [B, D, ceil(T/hop)]``,
 decoder ``z [B, D, F] -> wav [B, 1, F * hop]``.
@@ -33,7 +36,7 @@ from .config import CodecConfig
 
 LOWEST_MIDI = 24  # C1, 32.7 Hz
 NOISE_LOOP_SECONDS = 1.0
-_TIME_BLOCK = 32768  # samples per block when summing the oscillator bank (bounds memory on long clips)
+_BLOCK_FRAMES = 16  # frames synthesized per block (bounds memory on long clips and the size of the phase table)
 
 
 def oscillator_frequencies(sample_rate: int) -> torch.Tensor:
@@ -128,7 +131,23 @@ class OscillatorDecoder(nn.Module):
         self.num_oscillators = len(freqs)
         self.noise_bands = cfg.oscillator_noise_bands
         self.register_buffer("freqs", freqs, persistent=False)  # float64: phases of long clips stay exact
-        self.register_buffer("noise", self._noise_bank(cfg.sample_rate, self.noise_bands), persistent=False)
+        half = self.hop // 2
+        self.block_frames = _BLOCK_FRAMES
+        # The oscillators over one block starting at phase 0, as cos and sin tables [S, 2N, hop / 2] split in
+        # half-frame segments: a block starting at phase c is cos(2 pi c) * sin-table + sin(2 pi c) * cos-table,
+        # so synthesis needs no sine at run time, only one batched matmul per block.
+        m = torch.arange(self.block_frames * self.hop, dtype=torch.float64)
+        angle = 2 * math.pi * torch.outer(freqs, m / cfg.sample_rate).frac()  # [N, n]
+        table = torch.cat([torch.sin(angle), torch.cos(angle)]).reshape(2 * len(freqs), -1, half).transpose(0, 1)
+        self.register_buffer("phase_table", table.contiguous().float(), persistent=False)
+        noise = self._noise_bank(cfg.sample_rate, self.noise_bands)
+        # The loop followed by its own start, so that any block of the loop is one contiguous slice.
+        wrap = noise.repeat(1, -(-self.block_frames * self.hop // noise.shape[1]))
+        self.register_buffer("noise", torch.cat([noise, wrap], dim=1), persistent=False)
+        self.noise_loop = noise.shape[1]
+        # Linear interpolation of per-frame gains (sample i of a frame sits at frame coordinate (i + 0.5) / hop
+        # - 0.5): the first half of frame f blends frames f - 1 and f, the second half frames f and f + 1.
+        self.register_buffer("half_weights", (torch.arange(half) + 0.5) / self.hop + 0.5, persistent=False)
         self.stack = _stack(cfg.dimension, cfg.oscillator_hidden, cfg.oscillator_layers,
                             self.num_oscillators + self.noise_bands, 7)
 
@@ -153,24 +172,31 @@ class OscillatorDecoder(nn.Module):
         return (bank / bank.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-12)).float()
 
     def forward(self, z: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
-        frames = z.shape[-1]
-        gains = F.softplus(_run_stack(self.stack, z) - 5.0).transpose(1, 2)  # [B, N + bands, F]; starts quiet
-        length = frames * self.hop
-        start = first_frame * self.hop
+        batch, frames = z.shape[0], z.shape[-1]
+        gains = F.softplus(_run_stack(self.stack, z) - 5.0)  # [B, F, N + bands]; starts quiet
+        # Edge frames repeated, so that interpolation clamps at the clip's (or window's) ends.
+        padded = torch.cat([gains[:, :1], gains, gains[:, -1:]], dim=1)  # [B, F + 2, K]
         blocks = []
-        for lo in range(0, length, _TIME_BLOCK):
-            hi = min(length, lo + _TIME_BLOCK)
-            # Per-frame gains to per-sample ones by linear interpolation (sample i sits at frame coordinate
-            # (i + 0.5) / hop - 0.5, clamped at the ends), one block at a time to bound memory on long clips.
-            position = ((torch.arange(lo, hi, device=z.device) + 0.5) / self.hop - 0.5).clamp_(0, frames - 1)
-            left = position.long()
-            weight = (position - left).to(z.dtype)
-            right = (left + 1).clamp_(max=frames - 1)
-            block_gains = torch.lerp(gains[:, :, left], gains[:, :, right], weight)  # [B, N + bands, n]
-            index = torch.arange(start + lo, start + hi, device=z.device, dtype=torch.float64)
-            # Cycles in float64 (exact for hours of audio), the sine in float32 (several times faster).
-            cycles = torch.outer(self.freqs, index / self.sample_rate).frac_().float()  # [N, n]
-            bank = torch.sin(cycles.mul_(2 * math.pi)).to(z.dtype)
-            loop = self.noise[:, index.long() % self.noise.shape[1]]  # [bands, n]
-            blocks.append((block_gains * torch.cat([bank, loop])).sum(1))
+        for f0 in range(0, frames, self.block_frames):
+            f1 = min(frames, f0 + self.block_frames)
+            # Half-frame segment s of the block blends gains left[s] and right[s] with weights w = half_weights
+            # (first halves) or half_weights - 0.5 (second halves, whose left frame is one further on).
+            left = padded[:, f0:f1 + 1].repeat_interleave(2, dim=1)[:, 1:-1]  # [B, S, K], S = 2 (f1 - f0)
+            right = padded[:, f0 + 1:f1 + 2].repeat_interleave(2, dim=1)[:, 1:-1]
+            both = torch.cat([left, right - left], dim=0).transpose(0, 1)  # [S, 2B, K]
+            base, slope = self._synthesize(both, (first_frame + f0) * self.hop).split(batch, dim=1)  # [S, B, hop/2]
+            weights = torch.stack([self.half_weights, self.half_weights - 0.5]).repeat(f1 - f0, 1)  # [S, hop / 2]
+            blocks.append((base + slope * weights[:, None]).transpose(0, 1).reshape(batch, -1))
         return torch.cat(blocks, dim=1)[:, None]
+
+    def _synthesize(self, gains: torch.Tensor, start: int) -> torch.Tensor:
+        """``gains [S, R, N + bands]`` (constant over each half-frame segment of a block starting at absolute
+        sample ``start``) -> ``[S, R, hop / 2]``: the gain-weighted sum of the oscillators and noise bands."""
+        segments, n = gains.shape[0], self.num_oscillators
+        # The block's starting phases, in float64 so that they stay exact for hours of audio.
+        phase = 2 * math.pi * (self.freqs * (start / self.sample_rate)).frac()
+        rotation = torch.cat([torch.cos(phase), torch.sin(phase)]).to(gains.dtype)  # [2N]: sin(a + b) expanded
+        tones = torch.bmm(gains[..., :n].repeat(1, 1, 2) * rotation, self.phase_table[:segments].to(gains.dtype))
+        offset = start % self.noise_loop
+        noise = self.noise[:, offset:offset + segments * self.hop // 2].reshape(self.noise_bands, segments, -1)
+        return tones + torch.bmm(gains[..., n:], noise.transpose(0, 1).to(gains.dtype))
