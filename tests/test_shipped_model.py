@@ -11,6 +11,7 @@ import torch
 from wavecraft import MusicGen
 from wavecraft.cli import main
 from wavecraft.metrics.features import onset_rate, spectral_centroid, spectral_flatness
+from wavecraft.metrics.pitch import rendered_pitch_classes
 from wavecraft.models.shipped import shipped_model_dir
 
 
@@ -51,6 +52,15 @@ def test_prompts_that_differ_in_instrument_and_tempo_sound_different(model) -> N
     onsets = [onset_rate(w, rate) for w in wav]
     bright_groove, bright_flute = sum(centroids[:2]) / 2, sum(centroids[2:]) / 2
     assert bright_groove > 1.15 * bright_flute, (centroids, onsets)
+
+
+def test_shipped_codec_renders_pitch(model) -> None:
+    """12 harmonic notes C4..B4 through the codec: most keep their pitch class (measured 7/12; the SEANet codec
+    shipped before rendered all 12 as G)."""
+    with torch.inference_mode():
+        classes = rendered_pitch_classes(model.compression_model)
+    assert sum(c == k for k, c in enumerate(classes)) >= 6, classes
+    assert len(set(classes)) >= 7, classes
 
 
 def test_melody_conditioning_works_with_the_shipped_model(model) -> None:
