@@ -11,8 +11,9 @@ process per implementation. Prints times and ratios (wavecraft / transformers), 
 * time to the first streamed audio chunk (``generate_stream``, 1 s chunks) and the whole streamed clip;
 * the memory-bandwidth bound, measured in the same run: the time to read once every weight a decoding step reads
   (self-attention, cross-attention query/output, FFN, norms, output heads), and step time / bound;
+* the linear-kernel ceiling: the packed oneDNN linear alone over those weights (what the kernel can read);
 * int8: step time against transformers fp32, RSS of the model before/after quantization, teacher-forced top-1
-  agreement of the int8 logits with fp32 on the generated codes.
+  agreement of the int8 logits with fp32 on the generated codes, and on the shipped model's trained weights.
 
 * ``--compile``: eager against ``torch.compile``-d one-step decoding (``LMModel.compile_decoding``), on this
   model and on the shipped model (where per-step overhead, not weight reads, dominates), with the compile time.
@@ -172,17 +173,61 @@ def bandwidth_bound(tensors: list[torch.Tensor], repeats: int = 5) -> tuple[floa
     return best, nbytes
 
 
-def teacher_forced_agreement(fp32, int8, codes: torch.Tensor) -> float:
+def kernel_ceiling(tensors: list[torch.Tensor], rows: int, repeats: int = 5) -> float:
+    """Best time to run the linear kernel decoding uses (oneDNN, packed weights) once over every weight matrix in
+    ``tensors``, with ``rows`` input rows: what a step would cost if it did nothing else."""
+    from wavecraft.lm.linear import _ATTR, linear
+
+    matrices = [t for t in tensors if t.dim() == 2]
+    inputs = [torch.randn(rows, t.shape[1]) for t in matrices]
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeats + 1):  # the first pass packs the weights
+            begin = time.perf_counter()
+            for x, w in zip(inputs, matrices, strict=True):
+                linear(x, w)
+            best = min(best, time.perf_counter() - begin)
+    for w in matrices:  # drop the packed copies
+        w.__dict__.pop(_ATTR, None)
+    return best
+
+
+def trained_int8_agreement(seconds: float) -> tuple[float, float]:
+    """Teacher-forced int8/fp32 top-1 agreement on the shipped model (trained weights), on codes it generated:
+    ``(one activation scale per call, one per position)``. The int8 kernel quantizes its input with one dynamic
+    scale per call: over a whole teacher-forced sequence, while decoding quantizes each step on its own; the
+    second number runs the kernel position by position, as decoding does."""
+    from unittest import mock
+
+    import wavecraft.lm.linear as linear_module
+    from wavecraft import MusicGen
+    from wavecraft.lm.quantize import int8_linear, quantize_int8
+
+    texts = ["a gentle piano waltz in C major", "a fast rock groove with drums"]
+    fp32, int8 = MusicGen.get_pretrained(), MusicGen.get_pretrained()
+    quantize_int8(int8.lm)
+    fp32.set_generation_params(duration=seconds, seed=0)
+    _, codes = fp32.generate(texts, return_tokens=True)
+    per_call = teacher_forced_agreement(fp32, int8, codes, texts)
+
+    def per_position(x, weight, bias, rows):  # noqa: ANN001, ANN202
+        return torch.cat([int8_linear(x[:, t:t + 1], weight, bias, rows) for t in range(x.shape[1])], dim=1)
+
+    with mock.patch.object(linear_module, "int8_linear", per_position):
+        return per_call, teacher_forced_agreement(fp32, int8, codes, texts)
+
+
+def teacher_forced_agreement(fp32, int8, codes: torch.Tensor, texts: list[str] | None = None) -> float:
     """Top-1 agreement of int8 and fp32 next-code logits over every codebook and step of ``codes [B, K, T]``."""
     from wavecraft.lm.patterns import get_pattern_provider
 
     cfg = fp32.lm.cfg
     pattern = get_pattern_provider(cfg.pattern, cfg.n_q, delays=list(cfg.delays)).get_pattern(codes.shape[-1])
     sequence, _, _ = pattern.build_pattern_sequence(codes, cfg.special_token)
-    cond, _ = fp32._conditions(["x"] * codes.shape[0])
+    cond, _ = fp32._conditions(texts or ["x"] * codes.shape[0])
     with torch.inference_mode():
-        a = fp32.lm(sequence, cond.cross_src, cond.cross_mask, cond.prefix).argmax(-1)
-        b = int8.lm(sequence, cond.cross_src, cond.cross_mask, cond.prefix).argmax(-1)
+        a = fp32.lm(sequence, cond.cross_src, cond.cross_mask, cond.prefix, cond.summed).argmax(-1)
+        b = int8.lm(sequence, cond.cross_src, cond.cross_mask, cond.prefix, cond.summed).argmax(-1)
     return (a == b).float().mean().item()
 
 
@@ -272,6 +317,8 @@ def main() -> None:
     short_fp32 = run_stream(ours, frames, args.batch, FIRST_CHUNK)[0]
     short_int8 = run_stream(quantized, frames, args.batch, FIRST_CHUNK)[0]
     bound, bound_bytes = bandwidth_bound(step_weights(ours.lm))
+    ceiling = kernel_ceiling(step_weights(ours.lm), 2 * args.batch)
+    trained_agreement = trained_int8_agreement(min(args.seconds, 5.0))
     int8_bytes, replaced_bytes = quantized_weight_bytes(quantized.lm)
     int8_bound_bytes = bound_bytes - replaced_bytes + int8_bytes  # what an int8 step reads instead
     agreement = teacher_forced_agreement(ours, quantized, codes["wavecraft"])
@@ -315,10 +362,15 @@ def main() -> None:
     hf_step = statistics.median(r[0] for r in results["transformers"])
     print(f"int8 weights: {replaced_bytes / 1e9:.2f} GB fp32 -> {int8_bytes / 1e9:.2f} GB; "
           f"RSS freed by quantize_int8 in this process: {rss_freed:.0f} MB")
-    print(f"int8 teacher-forced top-1 agreement with fp32 (all codebooks and steps): {agreement:.4f}")
+    print(f"int8 teacher-forced top-1 agreement with fp32 (all codebooks and steps): {agreement:.4f} on these "
+          f"random weights; on the shipped model's trained weights {trained_agreement[0]:.4f} (one activation scale "
+          f"per sequence), {trained_agreement[1]:.4f} (one per position, as in decoding)")
     print(f"memory-bandwidth bound: {bound_bytes / 1e9:.3f} GB read per step in {bound * 1000:.1f} ms "
           f"({bound_bytes / bound / 1e9:.1f} GB/s); int8 step reads {int8_bound_bytes / 1e9:.3f} GB "
           f"(bound {bound * int8_bound_bytes / bound_bytes * 1000:.1f} ms)")
+    print(f"linear-kernel ceiling: the packed oneDNN linear alone over the same weights ({2 * args.batch} rows) "
+          f"takes {ceiling * 1000:.1f} ms ({bound_bytes / ceiling / 1e9:.1f} GB/s) = {ceiling / bound:.2f} x the "
+          f"bound; the fp32 step is {wc_step / ceiling:.2f} x that")
     print(f"ratios: wavecraft fp32 step / bound {wc_step / bound:.2f}; int8 step / int8 bound "
           f"{q_step / (bound * int8_bound_bytes / bound_bytes):.2f}; batch 4 / batch 1 step "
           f"{step_b4 / step_b1:.2f} ({step_b4 * 1000:.1f} / {step_b1 * 1000:.1f} ms); int8 / transformers fp32 step "
