@@ -224,7 +224,7 @@ def teacher_forced_agreement(fp32, int8, codes: torch.Tensor, texts: list[str] |
     cfg = fp32.lm.cfg
     pattern = get_pattern_provider(cfg.pattern, cfg.n_q, delays=list(cfg.delays)).get_pattern(codes.shape[-1])
     sequence, _, _ = pattern.build_pattern_sequence(codes, cfg.special_token)
-    cond, _ = fp32._conditions(texts or ["x"] * codes.shape[0])
+    cond = fp32._conditions(texts or ["x"] * codes.shape[0]).cond
     with torch.inference_mode():
         a = fp32.lm(sequence, cond.cross_src, cond.cross_mask, cond.prefix, cond.summed).argmax(-1)
         b = int8.lm(sequence, cond.cross_src, cond.cross_mask, cond.prefix, cond.summed).argmax(-1)

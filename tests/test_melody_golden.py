@@ -124,6 +124,18 @@ def test_generation_without_and_mixed(model, io):
     assert torch.equal(mixed, io["gen_mixed"])
 
 
+def test_double_cfg_with_beta_one_is_plain_cfg(model, io):
+    """Double CFG with a melody: null + cfg * (mid + beta * (cond - mid) - null), mid = melody without text; at
+    beta = 1 it reduces to plain CFG, so the golden tokens come back."""
+    m, texts = model
+    m.set_generation_params(use_sampling=False, duration=30 / 50, cfg_coef_beta=1.0)
+    try:
+        _, tokens = m.generate_with_chroma(texts, _melodies(io), 32000, return_tokens=True)
+    finally:
+        m.set_generation_params(use_sampling=False, duration=30 / 50)
+    assert torch.equal(tokens, io["gen_melody"])
+
+
 @pytest.mark.parametrize("melody, rate, message", [
     (lambda io: [torch.zeros(1, 100)], 32000, "melodies for"),
     (lambda io: _melodies(io), 0, "sample_rate"),

@@ -10,6 +10,7 @@ import torch
 
 from wavecraft import MusicGen
 from wavecraft.cli import main
+from wavecraft.metrics import chroma_cosine_similarity
 from wavecraft.metrics.features import onset_rate, spectral_centroid, spectral_flatness
 from wavecraft.metrics.pitch import rendered_pitch_classes
 from wavecraft.models.shipped import shipped_model_dir
@@ -74,6 +75,49 @@ def test_melody_conditioning_works_with_the_shipped_model(model) -> None:
     assert wav.shape == (1, 1, t.numel()) and wav.abs().max() > 1e-3
 
 
+def _tune(notes_hz: list[float], rate: int, seconds: float) -> torch.Tensor:
+    """``[1, T]``: the notes in turn, equally long."""
+    steps = torch.tensor(notes_hz).repeat_interleave(int(seconds * rate) // len(notes_hz))
+    return 0.3 * torch.sin(2 * math.pi * torch.cumsum(steps / rate, 0))[None]
+
+
+def test_melody_guidance_follows_the_melody(model) -> None:
+    """Double CFG with the melody kept in the middle term (cfg 9, beta 1/3: the melody's direction weighs 9, the
+    text's 3) makes the output's chroma follow its melody more than plain CFG does (eval on held-out tunes: 0.41
+    against 0.09; another tune's melody 0.05 and 0.03)."""
+    rate, seconds = model.sample_rate, 3.0
+    tunes = torch.stack([_tune([261.6, 329.6, 392.0], rate, seconds), _tune([370.0, 277.2, 311.1], rate, seconds)])
+    scores = {}
+    try:
+        for beta in (None, 1 / 3):
+            model.set_generation_params(duration=seconds, seed=0, cfg_coef=3.0 if beta is None else 9.0,
+                                        cfg_coef_beta=beta)
+            wav = model.generate_with_chroma(["a melody played on piano"] * 2, tunes, rate)
+            scores[beta] = (chroma_cosine_similarity(wav, tunes, rate),
+                            chroma_cosine_similarity(wav, tunes.flip(0), rate))
+    finally:
+        model.set_generation_params()
+    (plain, _), (guided, other) = scores[None], scores[1 / 3]
+    assert guided > plain + 0.15 and guided > other + 0.3, scores
+
+
+def test_melody_guidance_without_text_weight_is_melody_only_cfg(model) -> None:
+    """beta = 0 keeps only the melody's direction: the same greedy codes as plain CFG with no description."""
+    rate = model.sample_rate
+    tune = _tune([261.6, 329.6, 392.0], rate, 1.0)[None]
+    model.set_generation_params(duration=1.0, use_sampling=False, cfg_coef=3.0, cfg_coef_beta=0.0)
+    try:
+        guided = model.generate_with_chroma(["a fast rock groove"], tune, rate, return_tokens=True)[1]
+        model.set_generation_params(duration=1.0, use_sampling=False, cfg_coef=3.0)
+        melody_only = model.generate_with_chroma([None], tune, rate, return_tokens=True)[1]
+        model.set_generation_params(duration=1.0, use_sampling=False, cfg_coef=3.0)
+        with_text = model.generate_with_chroma(["a fast rock groove"], tune, rate, return_tokens=True)[1]
+    finally:
+        model.set_generation_params()
+    assert torch.equal(guided, melody_only)
+    assert not torch.equal(guided, with_text)
+
+
 def test_cli_generates_with_the_shipped_model_by_default(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "waltz.wav"
@@ -81,3 +125,15 @@ def test_cli_generates_with_the_shipped_model_by_default(tmp_path, monkeypatch) 
                  "--no-progress"]) == 0
     info = sf.info(out)
     assert info.samplerate == 32000 and abs(info.duration - 1.0) < 0.05
+
+
+def test_cli_melody_guidance_with_the_shipped_model(tmp_path, capsys) -> None:
+    rate = 32000
+    sf.write(tmp_path / "tune.wav", _tune([261.6, 329.6, 392.0], rate, 1.0)[0].numpy(), rate)
+    out = tmp_path / "out.wav"
+    assert main(["generate", "a melody played on piano", "--melody", str(tmp_path / "tune.wav"), "--cfg", "9",
+                 "--cfg-beta", "0.33", "--duration", "1", "--seed", "0", "-o", str(out), "--no-progress"]) == 0
+    assert sf.info(out).samplerate == rate and abs(sf.info(out).duration - 1.0) < 0.05
+    assert main(["generate", "x", "--cfg-beta", "0.5", "--two-step-cfg", "-o", str(tmp_path / "bad.wav"),
+                 "--no-progress"]) == 1
+    assert "--cfg-beta" in capsys.readouterr().err and not (tmp_path / "bad.wav").exists()

@@ -68,6 +68,9 @@ def _generation_args(p: argparse.ArgumentParser, default_model: str, default_dur
     p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling; wins over --top-k when > 0")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance coefficient")
+    p.add_argument("--cfg-beta", type=float, default=None,
+                   help="double CFG: the description's weight against the other conditions (e.g. with --melody "
+                        "on the shipped model, --cfg 9 --cfg-beta 0.33 follows the melody closely)")
     p.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
     p.add_argument("--two-step-cfg", action="store_true", help="run conditional and null passes separately")
     p.add_argument("--extend-stride", type=float, default=None,

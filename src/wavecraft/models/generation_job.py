@@ -64,7 +64,10 @@ class GenerationJob:
             raise GenerationError(f"unknown output format {fmt!r} (use {', '.join(WRITE_FORMATS)})")
         params = dict(use_sampling=not args.greedy, top_k=args.top_k, top_p=args.top_p,
                       temperature=args.temperature, duration=args.duration, cfg_coef=args.cfg,
-                      two_step_cfg=args.two_step_cfg, extend_stride=args.extend_stride, seed=args.seed)
+                      cfg_coef_beta=getattr(args, "cfg_beta", None), two_step_cfg=args.two_step_cfg,
+                      extend_stride=args.extend_stride, seed=args.seed)
+        if params["cfg_coef_beta"] is not None and args.two_step_cfg:
+            raise GenerationError("--cfg-beta (double CFG) runs in one batched pass: it excludes --two-step-cfg")
         melody = getattr(args, "melody", None)
         if melody and args.continue_from:
             raise GenerationError("--melody and --continue-from cannot be combined")

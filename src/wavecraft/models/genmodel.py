@@ -6,7 +6,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -32,6 +32,15 @@ def default_device(device: str | torch.device | None) -> torch.device:
 
 class GenerationError(WavecraftError, ValueError):
     """Invalid generation arguments: descriptions, durations, prompts."""
+
+
+class GuidanceConditions(NamedTuple):
+    """The condition batches of one generation: ``cond`` (everything), ``null`` (nothing; ``None`` without CFG)
+    and ``mid`` (double CFG's middle term: no description, the other conditions kept)."""
+
+    cond: Conditions
+    null: Conditions | None
+    mid: Conditions | None
 
 
 TRANSFORMER_DTYPES = ("float32", "float16", "bfloat16")
@@ -246,33 +255,43 @@ class BaseGenModel:
         return list(descriptions)
 
     def _conditions(self, texts: list[str | None], melodies: list[torch.Tensor | None] | None = None
-                    ) -> tuple[Conditions, Conditions | None]:
+                    ) -> GuidanceConditions:
         """Project every row's conditions and their CFG nulls, batched as the reference batches them.
 
         ``melodies``: per row a mono waveform ``[1, T]`` at the model rate, or ``None`` (the null melody).
         Text conditioners come first, then waveform ones, which fixes the prefix order ``[melody, text]``.
+        With double CFG (``cfg_coef_beta``) ``mid`` drops the description but keeps the melody; without a melody
+        it is the null condition itself.
         """
         null_needed = self.cfg_coef != 1.0 or self.two_step_cfg
         batched = null_needed and not self.two_step_cfg
         rows = len(texts)
         wavs = list(melodies) if melodies is not None else [None] * rows
-        encoded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        nulls: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        no_text = [None] * rows
+        # Row groups (texts, melodies): the conditional rows, then mid's, then the nulls.
+        groups = [(texts, wavs)]
+        mid_needed = self.cfg_coef_beta is not None and any(w is not None for w in wavs)
+        if mid_needed:
+            groups.append((no_text, wavs))
+        if null_needed:
+            groups.append((no_text, [None] * rows))
+        encoded: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = [{} for _ in groups]
         ordered = sorted(self.bundle.conditioners.items(), key=lambda item: isinstance(item[1], ChromaConditioner))
         with torch.inference_mode():
             for name, conditioner in ordered:
-                inputs: list = wavs if isinstance(conditioner, ChromaConditioner) else texts
+                waveform = isinstance(conditioner, ChromaConditioner)
+                inputs = [group[1] if waveform else group[0] for group in groups]
                 if batched:
-                    # Conditional and null rows are processed together: they share padding (text and melody).
-                    emb, mask = self._run_conditioner(name, conditioner, inputs + [None] * rows)
-                    encoded[name], nulls[name] = (emb[:rows], mask[:rows]), (emb[rows:], mask[rows:])
+                    # All groups are processed together: they share padding (text and melody).
+                    emb, mask = self._run_conditioner(name, conditioner, [x for part in inputs for x in part])
+                    for i, part in enumerate(encoded):
+                        part[name] = emb[i * rows:(i + 1) * rows], mask[i * rows:(i + 1) * rows]
                 else:
-                    encoded[name] = self._run_conditioner(name, conditioner, inputs)
-                    if null_needed:
-                        nulls[name] = self._run_conditioner(name, conditioner, [None] * rows)
-        cond = Conditions(*self.bundle.fuser.fuse(encoded))
-        null = Conditions(*self.bundle.fuser.fuse(nulls)) if null_needed else None
-        return cond, null
+                    for part, items in zip(encoded, inputs, strict=True):
+                        part[name] = self._run_conditioner(name, conditioner, items)
+        cond, *others = [Conditions(*self.bundle.fuser.fuse(part)) for part in encoded]
+        null = others[-1] if null_needed else None
+        return GuidanceConditions(cond, null, others[0] if mid_needed else null)
 
     def _run_conditioner(self, name: str, conditioner: torch.nn.Module, items: list
                          ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -304,13 +323,12 @@ class BaseGenModel:
             return lambda done, _steps: print(f"{done + offset: 6d} / {total: 6d}", end="\r", file=sys.stderr)
         return None
 
-    def _lm_kwargs(self, null: Conditions | None, callback: ProgressCallback | None) -> dict:
-        """Keyword arguments of :func:`~wavecraft.lm.generate.generate` besides conditions, length and prompt."""
+    def _lm_kwargs(self, conditions: GuidanceConditions, callback: ProgressCallback | None) -> dict:
+        """Keyword arguments of :func:`~wavecraft.lm.generate.generate` besides ``cond``, length and prompt."""
         # The LM's coefficient in two-step mode is the stored one, as in the reference.
         cfg_coef = self.bundle.cfg_coef if self.two_step_cfg else self.cfg_coef
-        # Double CFG's middle term drops the description but keeps other conditions; with text only it is null.
-        mid = null if self.cfg_coef_beta is not None else None
-        return dict(null=null, cfg_coef=cfg_coef, two_step_cfg=self.two_step_cfg, sampling=self.sampling,
+        mid = conditions.mid if self.cfg_coef_beta is not None else None
+        return dict(null=conditions.null, cfg_coef=cfg_coef, two_step_cfg=self.two_step_cfg, sampling=self.sampling,
                     generator=self.generator, callback=callback, cfg_coef_beta=self.cfg_coef_beta, mid=mid)
 
     def _generate_tokens(self, texts: list[str | None], prompt_tokens: torch.Tensor | None,
@@ -318,20 +336,18 @@ class BaseGenModel:
         total_len = int(self.duration * self.frame_rate)
         if total_len < 1:
             raise GenerationError(f"duration {self.duration} s is shorter than one frame")
-        if self.cfg_coef_beta is not None and melodies is not None:
-            raise GenerationError("cfg_coef_beta (double CFG) is not supported with melody conditioning")
-        cond, null = self._conditions(texts, melodies)
+        conditions = self._conditions(texts, melodies)
         prompt_len = 0 if prompt_tokens is None else prompt_tokens.shape[-1]
         if prompt_len > total_len:
             raise GenerationError("the prompt is longer than the requested duration")
 
         def run(prompt: torch.Tensor | None, max_gen_len: int, offset: int) -> torch.Tensor:
-            nonlocal cond, null
+            nonlocal conditions
             if offset and melodies is not None:
                 # Each window is conditioned on the melody from its own start time, wrapping around.
-                cond, null = self._conditions(texts, [self._melody_window(m, offset) for m in melodies])
-            return generate(self.lm, cond, max_gen_len, prompt=prompt,
-                            **self._lm_kwargs(null, self._progress(progress, offset, total_len)))
+                conditions = self._conditions(texts, [self._melody_window(m, offset) for m in melodies])
+            return generate(self.lm, conditions.cond, max_gen_len, prompt=prompt,
+                            **self._lm_kwargs(conditions, self._progress(progress, offset, total_len)))
 
         if self.duration <= self.max_duration:
             return run(prompt_tokens, total_len, 0)

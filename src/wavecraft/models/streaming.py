@@ -278,9 +278,9 @@ class AudioStream:
 
     def _run(self) -> Iterator[torch.Tensor]:
         model = self.model
-        cond, null = model._conditions(self.texts)
-        steps = generate_steps(model.lm, cond, self.frames,
-                               **model._lm_kwargs(null, model._progress(self.progress, 0, self.frames)))
+        conditions = model._conditions(self.texts)
+        steps = generate_steps(model.lm, conditions.cond, self.frames,
+                               **model._lm_kwargs(conditions, model._progress(self.progress, 0, self.frames)))
         done_after: torch.Tensor | None = None
         complete = 0
         start: int | None = None
