@@ -13,6 +13,7 @@ from wavecraft.cli import main
 from wavecraft.metrics import chroma_cosine_similarity
 from wavecraft.metrics.features import onset_rate, spectral_centroid, spectral_flatness
 from wavecraft.metrics.pitch import rendered_pitch_classes
+from wavecraft.models.genmodel import GenerationError
 from wavecraft.models.shipped import shipped_model_dir
 
 
@@ -127,6 +128,11 @@ def test_cli_generates_with_the_shipped_model_by_default(tmp_path, monkeypatch) 
     assert info.samplerate == 32000 and abs(info.duration - 1.0) < 0.05
 
 
+def test_double_cfg_without_cfg_is_refused(model) -> None:
+    with pytest.raises(GenerationError, match="cfg_coef must not be 1"):
+        model.set_generation_params(cfg_coef=1.0, cfg_coef_beta=0.5)
+
+
 def test_cli_melody_guidance_with_the_shipped_model(tmp_path, capsys) -> None:
     rate = 32000
     sf.write(tmp_path / "tune.wav", _tune([261.6, 329.6, 392.0], rate, 1.0)[0].numpy(), rate)
@@ -137,3 +143,6 @@ def test_cli_melody_guidance_with_the_shipped_model(tmp_path, capsys) -> None:
     assert main(["generate", "x", "--cfg-beta", "0.5", "--two-step-cfg", "-o", str(tmp_path / "bad.wav"),
                  "--no-progress"]) == 1
     assert "--cfg-beta" in capsys.readouterr().err and not (tmp_path / "bad.wav").exists()
+    assert main(["generate", "x", "--cfg-beta", "0.5", "--cfg", "1", "-o", str(tmp_path / "bad.wav"),
+                 "--no-progress"]) == 1
+    assert "--cfg must not be 1" in capsys.readouterr().err and not (tmp_path / "bad.wav").exists()

@@ -68,6 +68,8 @@ class GenerationJob:
                       extend_stride=args.extend_stride, seed=args.seed)
         if params["cfg_coef_beta"] is not None and args.two_step_cfg:
             raise GenerationError("--cfg-beta (double CFG) runs in one batched pass: it excludes --two-step-cfg")
+        if params["cfg_coef_beta"] is not None and args.cfg == 1.0:
+            raise GenerationError("--cfg-beta (double CFG) needs classifier-free guidance: --cfg must not be 1")
         melody = getattr(args, "melody", None)
         if melody and args.continue_from:
             raise GenerationError("--melody and --continue-from cannot be combined")

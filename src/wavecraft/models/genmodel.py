@@ -139,6 +139,8 @@ class BaseGenModel:
                                   f"got {extend_stride}")
         if cfg_coef_beta is not None and two_step_cfg:
             raise GenerationError("cfg_coef_beta (double CFG) runs in one batched pass: it excludes two_step_cfg")
+        if cfg_coef_beta is not None and cfg_coef == 1.0:
+            raise GenerationError("cfg_coef_beta (double CFG) needs classifier-free guidance: cfg_coef must not be 1")
         if temperature < 0 or top_k < 0 or not 0 <= top_p <= 1:
             raise GenerationError(f"invalid sampling: temperature={temperature}, top_k={top_k}, top_p={top_p}")
         self.sampling = SamplingParams(use_sampling, temperature, top_k, top_p)
