@@ -93,7 +93,7 @@ def feature(name: str, wav: torch.Tensor, rate: int) -> float:
     return {"centroid": spectral_centroid, "sustain": envelope_sustain, "onsets": onset_rate}[name](wav, rate)
 
 
-def eval_text(model: MusicGen, n: int, duration: float, seed: int) -> None:
+def eval_text(model: MusicGen, n: int, duration: float, seed: int, cfg_coef: float = 3.0) -> None:
     """Pairs of prompts differing in one attribute: a pair "follows" when the feature orders them as the prompts
     say; the shuffled baseline orders the same clips by randomly reassigned prompts."""
     rate = model.sample_rate
@@ -103,7 +103,7 @@ def eval_text(model: MusicGen, n: int, duration: float, seed: int) -> None:
         for template, values, larger, feat in cases:
             prompts = [template.format(v) for v in values]
             for trial in range(n):
-                model.set_generation_params(duration=duration, seed=seed + trial)
+                model.set_generation_params(duration=duration, seed=seed + trial, cfg_coef=cfg_coef)
                 wav = model.generate(prompts)
                 scores = [feature(feat, w, rate) for w in wav]
                 expected_first_larger = values[0] == larger
@@ -115,7 +115,7 @@ def eval_text(model: MusicGen, n: int, duration: float, seed: int) -> None:
     follows = shuffled = total = 0
     for template, values in MODES:
         for trial in range(n):
-            model.set_generation_params(duration=duration, seed=seed + trial)
+            model.set_generation_params(duration=duration, seed=seed + trial, cfg_coef=cfg_coef)
             wav = model.generate([template.format(v) for v in values])
             modes = [estimate_key(w, rate)[1] for w in wav]
             wanted = [v.split()[1] for v in values]
@@ -234,6 +234,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4, help="generations per prompt pair")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--cfg", type=float, default=3.0, help="CFG coefficient of the text-adherence generations")
     parser.add_argument("--manifest", type=Path, default=None, help="clips for the condition-use check")
     parser.add_argument("--skip", nargs="*", default=[], choices=["text", "melody", "speed"])
     parser.add_argument("--codec", default=None, help="evaluate only this codec export (real music and pitch)")
@@ -253,7 +254,7 @@ def main() -> None:
     if args.manifest is not None:
         eval_condition_use(model, args.manifest, 24, args.seed)
     if "text" not in args.skip:
-        eval_text(model, args.n, args.duration, args.seed)
+        eval_text(model, args.n, args.duration, args.seed, args.cfg)
     if "melody" not in args.skip:
         melodies = held_out_melodies(6, args.duration, model.sample_rate, seed=args.seed)
         if melodies:
