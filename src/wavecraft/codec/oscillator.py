@@ -147,7 +147,9 @@ class OscillatorDecoder(nn.Module):
         self.noise_loop = noise.shape[1]
         # Linear interpolation of per-frame gains (sample i of a frame sits at frame coordinate (i + 0.5) / hop
         # - 0.5): the first half of frame f blends frames f - 1 and f, the second half frames f and f + 1.
-        self.register_buffer("half_weights", (torch.arange(half) + 0.5) / self.hop + 0.5, persistent=False)
+        # Weights of the right-hand frame over the two half-frame segments of a frame: [2, hop / 2].
+        first_half = (torch.arange(half) + 0.5) / self.hop + 0.5
+        self.register_buffer("segment_weights", torch.stack([first_half, first_half - 0.5]), persistent=False)
         self.stack = _stack(cfg.dimension, cfg.oscillator_hidden, cfg.oscillator_layers,
                             self.num_oscillators + self.noise_bands, 7)
 
@@ -179,14 +181,14 @@ class OscillatorDecoder(nn.Module):
         blocks = []
         for f0 in range(0, frames, self.block_frames):
             f1 = min(frames, f0 + self.block_frames)
-            # Half-frame segment s of the block blends gains left[s] and right[s] with weights w = half_weights
-            # (first halves) or half_weights - 0.5 (second halves, whose left frame is one further on).
+            # Half-frame segment s of the block blends gains left[s] and right[s] (a second half's left frame is
+            # one further on than the first half's), weighted by segment_weights.
             left = padded[:, f0:f1 + 1].repeat_interleave(2, dim=1)[:, 1:-1]  # [B, S, K], S = 2 (f1 - f0)
             right = padded[:, f0 + 1:f1 + 2].repeat_interleave(2, dim=1)[:, 1:-1]
             both = torch.cat([left, right - left], dim=0).transpose(0, 1)  # [S, 2B, K]
             base, slope = self._synthesize(both, (first_frame + f0) * self.hop).split(batch, dim=1)  # [S, B, hop/2]
-            weights = torch.stack([self.half_weights, self.half_weights - 0.5]).repeat(f1 - f0, 1)  # [S, hop / 2]
-            blocks.append((base + slope * weights[:, None]).transpose(0, 1).reshape(batch, -1))
+            weights = self.segment_weights.repeat(f1 - f0, 1)[:, None]  # [S, 1, hop / 2]
+            blocks.append((base + slope * weights).transpose(0, 1).reshape(batch, -1))
         return torch.cat(blocks, dim=1)[:, None]
 
     def _synthesize(self, gains: torch.Tensor, start: int) -> torch.Tensor:

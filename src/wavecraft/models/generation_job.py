@@ -17,7 +17,7 @@ from ..audio.io import WRITE_FORMATS
 from ..errors import AudioFileError
 from ..fileio import atomic_output
 from ..lm.quantize import check_quantize
-from .genmodel import BaseGenModel, GenerationError, transformer_dtype
+from .genmodel import BaseGenModel, GenerationError, check_guidance, transformer_dtype
 from .progress import GenerationProgress
 
 MAX_PROMPTS = 256
@@ -66,10 +66,8 @@ class GenerationJob:
                       temperature=args.temperature, duration=args.duration, cfg_coef=args.cfg,
                       cfg_coef_beta=getattr(args, "cfg_beta", None), two_step_cfg=args.two_step_cfg,
                       extend_stride=args.extend_stride, seed=args.seed)
-        if params["cfg_coef_beta"] is not None and args.two_step_cfg:
-            raise GenerationError("--cfg-beta (double CFG) runs in one batched pass: it excludes --two-step-cfg")
-        if params["cfg_coef_beta"] is not None and args.cfg == 1.0:
-            raise GenerationError("--cfg-beta (double CFG) needs classifier-free guidance: --cfg must not be 1")
+        check_guidance(args.cfg, params["cfg_coef_beta"], args.two_step_cfg,  # fails before loading
+                       names=("--cfg", "--cfg-beta", "--two-step-cfg"))
         melody = getattr(args, "melody", None)
         if melody and args.continue_from:
             raise GenerationError("--melody and --continue-from cannot be combined")

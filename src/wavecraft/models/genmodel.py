@@ -43,6 +43,16 @@ class GuidanceConditions(NamedTuple):
     mid: Conditions | None
 
 
+def check_guidance(cfg_coef: float, cfg_coef_beta: float | None, two_step_cfg: bool,
+                   names: tuple[str, str, str] = ("cfg_coef", "cfg_coef_beta", "two_step_cfg")) -> None:
+    """Refuse guidance settings that cannot run together; ``names`` are how the caller calls the three."""
+    cfg_name, beta_name, two_step_name = names
+    if cfg_coef_beta is not None and two_step_cfg:
+        raise GenerationError(f"{beta_name} (double CFG) runs in one batched pass: it excludes {two_step_name}")
+    if cfg_coef_beta is not None and cfg_coef == 1.0:
+        raise GenerationError(f"{beta_name} (double CFG) needs classifier-free guidance: {cfg_name} must not be 1")
+
+
 TRANSFORMER_DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -137,10 +147,7 @@ class BaseGenModel:
         if not 0 < extend_stride < self.max_duration:
             raise GenerationError(f"extend_stride must be in (0, max_duration={self.max_duration:g}), "
                                   f"got {extend_stride}")
-        if cfg_coef_beta is not None and two_step_cfg:
-            raise GenerationError("cfg_coef_beta (double CFG) runs in one batched pass: it excludes two_step_cfg")
-        if cfg_coef_beta is not None and cfg_coef == 1.0:
-            raise GenerationError("cfg_coef_beta (double CFG) needs classifier-free guidance: cfg_coef must not be 1")
+        check_guidance(cfg_coef, cfg_coef_beta, two_step_cfg)
         if temperature < 0 or top_k < 0 or not 0 <= top_p <= 1:
             raise GenerationError(f"invalid sampling: temperature={temperature}, top_k={top_k}, top_p={top_p}")
         self.sampling = SamplingParams(use_sampling, temperature, top_k, top_p)
