@@ -11,7 +11,8 @@ process per implementation. Prints times and ratios (wavecraft / transformers), 
 * time to the first streamed audio chunk (``generate_stream``, 1 s chunks) and the whole streamed clip;
 * the memory-bandwidth bound, measured in the same run: the time to read once every weight a decoding step reads
   (self-attention, cross-attention query/output, FFN, norms, output heads), and step time / bound;
-* the linear-kernel ceiling: the packed oneDNN linear alone over those weights (what the kernel can read);
+* the linear-kernel ceilings: the native few-row kernel (``wavecraft.lm.native``) and the packed oneDNN linear
+  alone over those weights, at 2 and 8 rows (what each kernel can read);
 * int8: step time against transformers fp32, RSS of the model before/after quantization, teacher-forced top-1
   agreement of the int8 logits with fp32 on the generated codes, and on the shipped model's trained weights.
 
@@ -173,22 +174,27 @@ def bandwidth_bound(tensors: list[torch.Tensor], repeats: int = 5) -> tuple[floa
     return best, nbytes
 
 
-def kernel_ceiling(tensors: list[torch.Tensor], rows: int, repeats: int = 5) -> float:
-    """Best time to run the linear kernel decoding uses (oneDNN, packed weights) once over every weight matrix in
-    ``tensors``, with ``rows`` input rows: what a step would cost if it did nothing else."""
-    from wavecraft.lm.linear import _ATTR, linear
+def kernel_ceiling(tensors: list[torch.Tensor], rows: int, kernel: str, repeats: int = 5) -> float:
+    """Best time to run one linear kernel once over every weight matrix in ``tensors`` with ``rows`` input rows:
+    what a step would cost if it did nothing else. ``kernel``: ``"native"`` (:mod:`wavecraft.lm.native`, what
+    decoding uses where it builds) or ``"onednn"`` (packed weights, the fallback)."""
+    from wavecraft.lm import native
 
     matrices = [t for t in tensors if t.dim() == 2]
     inputs = [torch.randn(rows, t.shape[1]) for t in matrices]
+    if kernel == "native":
+        calls = [lambda x=x, w=w: native.linear(x, w) for x, w in zip(inputs, matrices, strict=True)]
+    else:
+        packed = [torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), rows) for w in matrices]
+        calls = [lambda x=x, p=p: torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], "")
+                 for x, p in zip(inputs, packed, strict=True)]
     best = float("inf")
     with torch.inference_mode():
-        for _ in range(repeats + 1):  # the first pass packs the weights
+        for _ in range(repeats + 1):
             begin = time.perf_counter()
-            for x, w in zip(inputs, matrices, strict=True):
-                linear(x, w)
+            for call in calls:
+                call()
             best = min(best, time.perf_counter() - begin)
-    for w in matrices:  # drop the packed copies
-        w.__dict__.pop(_ATTR, None)
     return best
 
 
@@ -257,6 +263,7 @@ def worker(impl: str, frames: int, batch: int) -> None:
 
 
 IMPLS = ("transformers", "wavecraft", "wavecraft-int8")
+KERNELS = {"native": "native (wavecraft.lm.native, used by decoding)", "onednn": "packed oneDNN (the fallback)"}
 FIRST_CHUNK = 0.2  # seconds: the CLI's first streamed chunk
 
 
@@ -317,7 +324,12 @@ def main() -> None:
     short_fp32 = run_stream(ours, frames, args.batch, FIRST_CHUNK)[0]
     short_int8 = run_stream(quantized, frames, args.batch, FIRST_CHUNK)[0]
     bound, bound_bytes = bandwidth_bound(step_weights(ours.lm))
-    ceiling = kernel_ceiling(step_weights(ours.lm), 2 * args.batch)
+    from wavecraft.lm import native
+
+    weights = step_weights(ours.lm)
+    ceilings = {kernel: kernel_ceiling(weights, 2 * args.batch, kernel) for kernel in ("native", "onednn")
+                if kernel != "native" or native.available()}
+    ceilings_b4 = {kernel: kernel_ceiling(weights, 8, kernel) for kernel in ceilings}
     trained_agreement = trained_int8_agreement(min(args.seconds, 5.0))
     int8_bytes, replaced_bytes = quantized_weight_bytes(quantized.lm)
     int8_bound_bytes = bound_bytes - replaced_bytes + int8_bytes  # what an int8 step reads instead
@@ -368,9 +380,13 @@ def main() -> None:
     print(f"memory-bandwidth bound: {bound_bytes / 1e9:.3f} GB read per step in {bound * 1000:.1f} ms "
           f"({bound_bytes / bound / 1e9:.1f} GB/s); int8 step reads {int8_bound_bytes / 1e9:.3f} GB "
           f"(bound {bound * int8_bound_bytes / bound_bytes * 1000:.1f} ms)")
-    print(f"linear-kernel ceiling: the packed oneDNN linear alone over the same weights ({2 * args.batch} rows) "
-          f"takes {ceiling * 1000:.1f} ms ({bound_bytes / ceiling / 1e9:.1f} GB/s) = {ceiling / bound:.2f} x the "
-          f"bound; the fp32 step is {wc_step / ceiling:.2f} x that")
+    for kernel, ceiling in ceilings.items():
+        print(f"linear-kernel ceiling, {KERNELS[kernel]}: alone over the same weights, {2 * args.batch} rows take "
+              f"{ceiling * 1000:.1f} ms ({bound_bytes / ceiling / 1e9:.1f} GB/s) = {ceiling / bound:.2f} x the bound, "
+              f"8 rows (batch 4) {ceilings_b4[kernel] * 1000:.1f} ms = {ceilings_b4[kernel] / ceiling:.2f} x")
+    if not native.available():
+        print("the native kernel is not available here: decoding used the packed oneDNN kernel")
+    print(f"the fp32 step is {wc_step / min(ceilings.values()):.2f} x the fastest kernel ceiling")
     print(f"ratios: wavecraft fp32 step / bound {wc_step / bound:.2f}; int8 step / int8 bound "
           f"{q_step / (bound * int8_bound_bytes / bound_bytes):.2f}; batch 4 / batch 1 step "
           f"{step_b4 / step_b1:.2f} ({step_b4 * 1000:.1f} / {step_b1 * 1000:.1f} ms); int8 / transformers fp32 step "

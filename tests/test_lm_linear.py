@@ -1,25 +1,122 @@
-"""Packed-weight linear layers: same results as F.linear, refreshed when weights change, off switch."""
+"""Fast CPU linear layers (the native few-row kernel, oneDNN packed weights): same results as F.linear, the same
+greedy tokens as the plain path, refreshed when weights change, fallbacks and off switch."""
 
 from __future__ import annotations
 
+import logging
+import shutil
+
+import pytest
 import torch
 import torch.nn.functional as F
 
 from wavecraft.lm import linear as fast
+from wavecraft.lm import native
+from wavecraft.lm.config import LMConfig
+from wavecraft.lm.generate import Conditions, SamplingParams, generate
+from wavecraft.lm.model import LMModel
+
+can_build = native._cpu_supported() and native._torch_uses_libgomp() and (shutil.which("cc") or shutil.which("gcc"))
 
 
-def test_matches_f_linear_for_any_rows():
+@pytest.fixture
+def native_off(monkeypatch):
+    """The native kernel unavailable (as on a machine without a compiler); restored afterwards."""
+    monkeypatch.setenv("WAVECRAFT_NATIVE", "0")
+    native.reset()
+    yield
+    monkeypatch.undo()
+    native.reset()
+
+
+def check_matches_f_linear():
     weight = torch.randn(96, 32)
     bias = torch.randn(96)
     with torch.inference_mode():
-        for shape in [(2, 1, 32), (1, 32), (3, 7, 32)]:
+        for shape in [(2, 1, 32), (1, 32), (3, 7, 32), (40, 32)]:
             x = torch.randn(*shape)
             torch.testing.assert_close(fast.linear(x, weight, bias), F.linear(x, weight, bias), atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(fast.linear(x, weight, rows=(32, 64)), F.linear(x, weight[32:64]),
                                        atol=1e-5, rtol=1e-5)
 
 
-def test_repacks_after_in_place_update():
+def test_matches_f_linear_for_any_rows():
+    check_matches_f_linear()
+
+
+def test_packed_fallback_matches_f_linear(native_off):
+    assert not native.available()
+    check_matches_f_linear()
+
+
+@pytest.mark.skipif(not can_build, reason="needs a C compiler, an AVX2/FMA x86-64 CPU and torch on libgomp")
+def test_native_kernel_shapes():
+    """Every row count the kernel takes (its two register tiles, groups of 8 rows), output counts that are not a
+    multiple of the tiles, K across several K tiles, strided input rows, row slices of the weight."""
+    assert native.available()
+    torch.manual_seed(0)
+    for m in [1, 2, 3, 4, 5, 8, 9, 17, native.MAX_ROWS]:
+        for n, k in [(7, 8), (13, 520), (64, 1032)]:
+            x = torch.randn(m, 2 * k)[:, :k]  # rows 2k apart
+            weight, bias = torch.randn(n + 5, k), torch.randn(n)
+            assert native.supports(x, weight[5:])
+            got = native.linear(x, weight[5:], bias)
+            torch.testing.assert_close(got, F.linear(x, weight[5:], bias), atol=1e-4, rtol=1e-5)
+            torch.testing.assert_close(native.linear(x, weight), x @ weight.T, atol=1e-4, rtol=1e-5)
+    assert not native.supports(torch.randn(2, 12), torch.randn(4, 12))  # K not a multiple of 8
+    assert not native.supports(torch.randn(native.MAX_ROWS + 1, 8), torch.randn(4, 8))
+    assert not native.supports(torch.randn(2, 8, dtype=torch.float64), torch.randn(4, 8, dtype=torch.float64))
+
+
+@pytest.mark.skipif(not can_build, reason="needs a C compiler, an AVX2/FMA x86-64 CPU and torch on libgomp")
+def test_fast_paths_give_the_plain_greedy_tokens(monkeypatch):
+    """Native kernel, packed oneDNN fallback and plain F.linear decode the same greedy tokens (random weights)."""
+    torch.manual_seed(0)
+    lm = LMModel(LMConfig(dim=64, num_heads=4, num_layers=2, card=64, n_q=4, delays=(0, 1, 2, 3),
+                          cross_attention=True)).eval()
+    cond = Conditions(cross_src=torch.randn(2, 3, 64), cross_mask=torch.ones(2, 3, dtype=torch.long))
+    null = Conditions(cross_src=torch.zeros(2, 3, 64), cross_mask=torch.zeros(2, 3, dtype=torch.long))
+    greedy = SamplingParams(use_sampling=False)
+
+    calls = []
+    kernel = native.linear
+    monkeypatch.setattr(native, "linear", lambda *args: calls.append(1) or kernel(*args))
+    with_native = generate(lm, cond, 24, null=null, sampling=greedy)
+    assert len(calls) > 24 * 2 * 5  # every step's projections went through the native kernel
+    was = fast.is_enabled()
+    try:
+        fast.set_enabled(False)
+        plain = generate(lm, cond, 24, null=null, sampling=greedy)
+    finally:
+        fast.set_enabled(was)
+    monkeypatch.setenv("WAVECRAFT_NATIVE", "0")
+    native.reset()
+    try:
+        packed = generate(lm, cond, 24, null=null, sampling=greedy)
+    finally:
+        monkeypatch.delenv("WAVECRAFT_NATIVE")
+        native.reset()
+    assert torch.equal(with_native, plain) and torch.equal(packed, plain)
+
+
+def test_build_failure_falls_back(monkeypatch, tmp_path, caplog):
+    """A compiler that fails: one warning, PyTorch's kernels, the same results."""
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("WAVECRAFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "_cpu_supported", lambda: True)
+    native.reset()
+    try:
+        with caplog.at_level(logging.WARNING, logger="wavecraft.lm.native"):
+            assert not native.available()
+        if native._torch_uses_libgomp():
+            assert "could not build the native decoding kernel" in caplog.text
+        check_matches_f_linear()
+    finally:
+        monkeypatch.undo()
+        native.reset()
+
+
+def test_repacks_after_in_place_update(native_off):
     weight = torch.nn.Parameter(torch.randn(16, 8))
     x = torch.randn(2, 8)
     with torch.inference_mode():

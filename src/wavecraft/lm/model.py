@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import native
 from .config import LMConfig
 from .linear import linear
 
@@ -157,6 +158,7 @@ class LMModel(nn.Module):
         it where per-step Python and kernel-launch overhead dominate (small models, GPUs); the first generation
         pays the compile time. See ``benchmarks/bench_generate.py --compile`` for measurements.
         """
+        native.available()  # build the native kernel now: tracing would break the graph at its build
         self._compiled_step = torch.compile(self._step, dynamic=True, mode=mode)
 
     @property

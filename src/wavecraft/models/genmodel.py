@@ -83,8 +83,9 @@ class BaseGenModel:
         self.compression_model = compression_model.eval()
         self.bundle = bundle
         self.lm = bundle.lm.eval()
-        # Packed CPU weights double the decoder's weight memory: only where that fits.
-        lm_linear.set_enabled(lm_linear.is_enabled() and lm_linear.packed_copy_fits(self.lm))
+        # Packed CPU weights (the fallback without the native kernel) double the decoder's weight memory: only
+        # where that fits.
+        lm_linear.set_packing(lm_linear.is_packing() and lm_linear.packed_copy_fits(self.lm))
         self.max_duration = float(max_duration or bundle.max_duration or 30.0)
         self.duration = min(self.default_duration, self.max_duration)
         self.extend_stride: float | None = None

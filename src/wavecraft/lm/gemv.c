@@ -1,0 +1,79 @@
+/* Few-row fp32 matrix products for CPU decoding: y = x w^T (+ bias) with x [M, K] small (a CFG batch: 2-8 rows).
+ *
+ * At one token per step a decoder reads every weight once per step and does ~M multiply-adds with it, so the
+ * product is bound by memory bandwidth. Library GEMMs (MKL, oneDNN, OpenBLAS) are tuned for large M and reach
+ * about half the bandwidth here; these loops read each weight row block from memory once for all M rows, keep
+ * the x tile and the weight tile in L1 (K tiles of 512) and accumulate dot products along K in AVX2 registers.
+ *
+ * Built at first use by wavecraft/lm/native.py (cc -O3 -mavx2 -mfma -fopenmp) and called through ctypes; the
+ * OpenMP runtime is the one torch already loaded (same soname), so threads are shared with torch's.
+ */
+#include <immintrin.h>
+#include <stdint.h>
+
+#define K_TILE 512
+#define M_GROUP 8
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* One kernel per register tile: R weight rows x C input rows of 8-float accumulators. (4, 2) streams fastest for
+ * M <= 2; (3, 4) needs the fewest loads per multiply-add, which is what limits M = 4-8. */
+#define DEFINE_KERNEL(NAME, R, C)                                                                                  \
+    static void NAME(const float *x, int64_t ldx, const float *w, int64_t ldw, const float *bias, float *y,        \
+                     int64_t ldy, int64_t M, int64_t N, int64_t K) {                                               \
+        const int64_t blocks = (N + (R) - 1) / (R);                                                                \
+        _Pragma("omp parallel for schedule(static)")                                                               \
+        for (int64_t b = 0; b < blocks; ++b) {                                                                     \
+            const int64_t n0 = (R) * b, rows = N - n0 < (R) ? N - n0 : (R);                                        \
+            const float *wr[R];                                                                                    \
+            for (int r = 0; r < (R); ++r) wr[r] = w + (n0 + (r < rows ? r : rows - 1)) * ldw;                      \
+            for (int64_t g = 0; g < M; g += M_GROUP) {                                                             \
+                const int64_t gm = M - g < M_GROUP ? M - g : M_GROUP;                                              \
+                __m256 acc[R][M_GROUP + (C)];                                                                      \
+                for (int r = 0; r < (R); ++r)                                                                      \
+                    for (int m = 0; m < M_GROUP + (C); ++m) acc[r][m] = _mm256_setzero_ps();                       \
+                for (int64_t k0 = 0; k0 < K; k0 += K_TILE) {                                                       \
+                    const int64_t k1 = k0 + K_TILE < K ? k0 + K_TILE : K;                                          \
+                    for (int64_t m = 0; m < gm; m += (C)) {                                                        \
+                        const float *xr[C];                                                                        \
+                        for (int c = 0; c < (C); ++c) xr[c] = x + (g + (m + c < gm ? m + c : gm - 1)) * ldx;       \
+                        __m256 a[R][C];                                                                            \
+                        for (int r = 0; r < (R); ++r)                                                              \
+                            for (int c = 0; c < (C); ++c) a[r][c] = acc[r][m + c];                                 \
+                        for (int64_t k = k0; k < k1; k += 8) {                                                     \
+                            __m256 v[C];                                                                           \
+                            for (int c = 0; c < (C); ++c) v[c] = _mm256_loadu_ps(xr[c] + k);                       \
+                            for (int r = 0; r < (R); ++r) {                                                        \
+                                const __m256 wv = _mm256_loadu_ps(wr[r] + k);                                      \
+                                for (int c = 0; c < (C); ++c) a[r][c] = _mm256_fmadd_ps(wv, v[c], a[r][c]);        \
+                            }                                                                                      \
+                        }                                                                                          \
+                        for (int r = 0; r < (R); ++r)                                                              \
+                            for (int c = 0; c < (C); ++c) acc[r][m + c] = a[r][c];                                 \
+                    }                                                                                              \
+                }                                                                                                  \
+                for (int64_t m = 0; m < gm; ++m)                                                                   \
+                    for (int r = 0; r < rows; ++r)                                                                 \
+                        y[(g + m) * ldy + n0 + r] = hsum(acc[r][m]) + (bias ? bias[n0 + r] : 0.0f);                \
+            }                                                                                                      \
+        }                                                                                                          \
+    }
+
+DEFINE_KERNEL(gemv_r4c2, 4, 2)
+DEFINE_KERNEL(gemv_r3c4, 3, 4)
+
+/* x [M, K] (rows ldx floats apart), w [N, K] (rows ldw apart), bias [N] or NULL, y [M, N] (rows ldy apart).
+ * Requires K % 8 == 0. Returns the ABI version so the loader can check it built what it expects. */
+int wavecraft_gemv_f32(const float *x, int64_t ldx, const float *w, int64_t ldw, const float *bias, float *y,
+                       int64_t ldy, int64_t M, int64_t N, int64_t K) {
+    if (M <= 2)
+        gemv_r4c2(x, ldx, w, ldw, bias, y, ldy, M, N, K);
+    else
+        gemv_r3c4(x, ldx, w, ldw, bias, y, ldy, M, N, K);
+    return 1;
+}

@@ -1,0 +1,136 @@
+"""The few-row fp32 matrix product of ``gemv.c``, compiled at first use and called through ctypes.
+
+Decoding multiplies 2-8 rows (a CFG batch) by every weight matrix once per step, which is bound by how fast the
+weights stream from memory; PyTorch's CPU kernels reach about half of that bandwidth at these shapes, the loops in
+``gemv.c`` nearly all of it (``benchmarks/bench_generate.py`` measures both). Building needs a C compiler (``cc``
+or ``$CC``) and an x86-64 CPU with AVX2 and FMA; the library is cached under ``~/.cache/wavecraft/kernels``
+(``$WAVECRAFT_CACHE``). Without them, or with ``WAVECRAFT_NATIVE=0``, :func:`available` is False and callers
+use PyTorch's kernels; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("gemv.c")
+FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
+MAX_ROWS = 32  # beyond this (prefill) a compute-bound library GEMM is faster
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("WAVECRAFT_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME")
+                                                             or os.path.expanduser("~/.cache"), "wavecraft")
+    return Path(root) / "kernels"
+
+
+def _cpu_supported() -> bool:
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return False
+    return {"avx2", "fma"} <= set(flags.split(":", 1)[1].split())
+
+
+def _torch_uses_libgomp() -> bool:
+    """Our OpenMP loops must share torch's thread pool: -fopenmp links ``libgomp.so.1``, and the loader reuses the
+    copy torch loaded under that soname. A torch built on another OpenMP runtime would get a second pool."""
+    try:
+        return torch.backends.openmp.is_available() and "libgomp" in Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+
+
+def _build(compiler: str) -> Path:
+    """Compile ``gemv.c`` into the cache (once per source and flags); the file appears atomically."""
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *FLAGS]).encode()).hexdigest()[:16]
+    target = cache_dir() / f"gemv-{digest}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], check=True, capture_output=True,
+                       text=True, timeout=120)
+        os.replace(built, target)
+    return target
+
+
+def _load():  # noqa: ANN202 (a ctypes function pointer, or None)
+    if os.environ.get("WAVECRAFT_NATIVE", "1") == "0" or not _cpu_supported():
+        return None
+    if not _torch_uses_libgomp():
+        return None
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        log.info("no C compiler found: decoding uses PyTorch's linear kernels")
+        return None
+    try:
+        fn = ctypes.CDLL(str(_build(compiler))).wavecraft_gemv_f32
+    except (OSError, subprocess.SubprocessError, AttributeError) as error:
+        detail = getattr(error, "stderr", None) or error
+        log.warning("could not build the native decoding kernel (%s): using PyTorch's kernels", detail)
+        return None
+    pointer, size = ctypes.c_void_p, ctypes.c_int64
+    fn.argtypes = [pointer, size, pointer, size, pointer, pointer, size, size, size, size]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_loaded: dict = {}  # "fn": the kernel or None, once tried; a plain dict so that torch.compile traces the lookups
+
+
+def available() -> bool:
+    """Whether the native kernel is built and loadable here (builds it on the first call)."""
+    if "fn" not in _loaded:
+        _loaded["fn"] = _load()
+    return _loaded["fn"] is not None
+
+
+def reset() -> None:
+    """Forget the loaded kernel: the next :func:`available` looks again (after changing the environment)."""
+    _loaded.clear()
+
+
+def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`linear` takes these operands: CPU fp32, 2-D, at most ``MAX_ROWS`` rows, unit inner stride,
+    K a multiple of 8."""
+    return (x.dim() == 2 and x.shape[0] <= MAX_ROWS and x.dtype == weight.dtype == torch.float32
+            and x.device.type == weight.device.type == "cpu" and weight.dim() == 2 and x.shape[1] % 8 == 0
+            and x.stride(1) == 1 and weight.stride(1) == 1 and available())
+
+
+@torch.library.custom_op("wavecraft::few_row_linear", mutates_args=())
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for ``x [M, K]``, ``weight [N, K]`` that :func:`supports` accepts.
+
+    A torch custom op, so that ``torch.compile``-d decoding calls it as an opaque kernel and fuses what lies
+    between (norms, activations, residuals) around it."""
+    if not available():
+        raise RuntimeError("the native decoding kernel is not available here (see wavecraft.lm.native)")
+    m, k = x.shape
+    n = weight.shape[0]
+    if bias is not None and not bias.is_contiguous():
+        bias = bias.contiguous()
+    out = torch.empty(m, n, dtype=torch.float32)
+    _loaded["fn"](x.data_ptr(), x.stride(0), weight.data_ptr(), weight.stride(0),
+                None if bias is None else bias.data_ptr(), out.data_ptr(), n, m, n, k)
+    return out
+
+
+@linear.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    return x.new_empty(x.shape[0], weight.shape[0])
