@@ -7,6 +7,7 @@ alternating the implementations: transformers fp32, wavecraft fp32, wavecraft in
 Step time = median interval between decoding steps (prefill excluded). Peak memory is measured in a child
 process per implementation. Prints times and ratios (wavecraft / transformers), plus:
 
+* the fp32 step with the native kernel turned off (the packed oneDNN fallback);
 * wavecraft batch 4 vs batch 1 step time (decoding is weight-bandwidth bound: 4 rows should cost little more);
 * time to the first streamed audio chunk (``generate_stream``, 1 s chunks) and the whole streamed clip;
 * the memory-bandwidth bound, measured in the same run: the time to read once every weight a decoding step reads
@@ -132,6 +133,23 @@ def run_wavecraft(model, frames: int, batch: int):
     total = time.perf_counter() - begin
     model.set_custom_progress_callback(None)
     return timer.step_time(), total, codes
+
+
+def run_without_native(model, frames: int, batch: int) -> float | None:
+    """Step time of ``model`` with the native kernel off (the packed oneDNN fallback); None if it is not built."""
+    import os
+
+    from wavecraft.lm import native
+
+    if not native.available():
+        return None
+    os.environ["WAVECRAFT_NATIVE"] = "0"
+    native.reset()
+    try:
+        return run_wavecraft(model, frames, batch)[0]
+    finally:
+        del os.environ["WAVECRAFT_NATIVE"]
+        native.reset()
 
 
 def run_stream(model, frames: int, batch: int, first_chunk_seconds: float | None = None):
@@ -319,6 +337,7 @@ def main() -> None:
     step_b1 = statistics.median(r[0] for r in results["wavecraft"]) if args.batch == 1 else \
         run_wavecraft(ours, frames, 1)[0]
     step_b4 = run_wavecraft(ours, frames, 4)[0]
+    fallback_step = run_without_native(ours, frames, args.batch)
     first_fp32, stream_fp32, stream_codes = run_stream(ours, frames, args.batch)
     first_int8, stream_int8, _ = run_stream(quantized, frames, args.batch)
     short_fp32 = run_stream(ours, frames, args.batch, FIRST_CHUNK)[0]
@@ -384,8 +403,11 @@ def main() -> None:
         print(f"linear-kernel ceiling, {KERNELS[kernel]}: alone over the same weights, {2 * args.batch} rows take "
               f"{ceiling * 1000:.1f} ms ({bound_bytes / ceiling / 1e9:.1f} GB/s) = {ceiling / bound:.2f} x the bound, "
               f"8 rows (batch 4) {ceilings_b4[kernel] * 1000:.1f} ms = {ceilings_b4[kernel] / ceiling:.2f} x")
-    if not native.available():
+    if fallback_step is None:
         print("the native kernel is not available here: decoding used the packed oneDNN kernel")
+    else:
+        print(f"fp32 step with the native kernel {wc_step * 1000:.1f} ms, with the packed oneDNN fallback "
+              f"{fallback_step * 1000:.1f} ms (ratio {wc_step / fallback_step:.2f})")
     print(f"the fp32 step is {wc_step / min(ceilings.values()):.2f} x the fastest kernel ceiling")
     print(f"ratios: wavecraft fp32 step / bound {wc_step / bound:.2f}; int8 step / int8 bound "
           f"{q_step / (bound * int8_bound_bytes / bound_bytes):.2f}; batch 4 / batch 1 step "
