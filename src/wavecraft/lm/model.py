@@ -154,9 +154,10 @@ class LMModel(nn.Module):
     def compile_decoding(self, mode: str | None = None) -> None:
         """Run one-step decoding calls through ``torch.compile`` (prefill and multi-step chunks stay eager).
 
-        Positions are symbolic (``dynamic=True``), so a generation compiles once rather than once per step. Worth
-        it where per-step Python and kernel-launch overhead dominate (small models, GPUs); the first generation
-        pays the compile time. See ``benchmarks/bench_generate.py --compile`` for measurements.
+        Positions are symbolic (``dynamic=True``), so a generation compiles once rather than once per step. On CPU
+        the native matrix kernel stays a custom op in the graph; what compiling removes is per-step Python and
+        kernel-launch overhead, which pays off on long or repeated generations (the first one pays the compile
+        time). See ``benchmarks/bench_generate.py --compile`` for measurements.
         """
         native.available()  # build the native kernel now: tracing would break the graph at its build
         self._compiled_step = torch.compile(self._step, dynamic=True, mode=mode)
