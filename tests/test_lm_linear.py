@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -139,3 +141,13 @@ def test_gradients_and_switch():
             assert torch.equal(fast.linear(x, weight), F.linear(x, weight))
     finally:
         fast.set_enabled(was)
+
+
+@pytest.mark.skipif(not can_build, reason="needs a C compiler, an AVX2/FMA x86-64 CPU and torch on libgomp")
+def test_eager_calls_skip_the_custom_op_wrapper():
+    """Eager decoding calls the kernel directly: the custom op's wrapper imports torch._dynamo on first use, which
+    once added 2 s to the first streamed chunk."""
+    code = ("import sys, torch; from wavecraft.lm import native; "
+            "y = native.linear(torch.randn(2, 8), torch.randn(4, 8)); print(y.shape, 'torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["torch.Size([2,", "4])", "False"]

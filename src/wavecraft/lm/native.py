@@ -115,12 +115,18 @@ def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and x.stride(1) == 1 and weight.stride(1) == 1 and available())
 
 
-@torch.library.custom_op("wavecraft::few_row_linear", mutates_args=())
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for ``x [M, K]``, ``weight [N, K]`` that :func:`supports` accepts.
 
-    A torch custom op, so that ``torch.compile``-d decoding calls it as an opaque kernel and fuses what lies
-    between (norms, activations, residuals) around it."""
+    Under ``torch.compile`` it is the custom op ``wavecraft::few_row_linear``, which the compiled graph calls as an
+    opaque kernel while fusing what lies between (norms, activations, residuals). Eager calls skip the op's
+    dispatch: its wrapper costs microseconds per call and imports torch._dynamo (2 s) on first use."""
+    if torch.compiler.is_compiling():
+        return _few_row_linear(x, weight, bias)
+    return _run(x, weight, bias)
+
+
+def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     if not available():
         raise RuntimeError("the native decoding kernel is not available here (see wavecraft.lm.native)")
     m, k = x.shape
@@ -129,10 +135,15 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         bias = bias.contiguous()
     out = torch.empty(m, n, dtype=torch.float32)
     _loaded["fn"](x.data_ptr(), x.stride(0), weight.data_ptr(), weight.stride(0),
-                None if bias is None else bias.data_ptr(), out.data_ptr(), n, m, n, k)
+                  None if bias is None else bias.data_ptr(), out.data_ptr(), n, m, n, k)
     return out
 
 
-@linear.register_fake
+@torch.library.custom_op("wavecraft::few_row_linear", mutates_args=())
+def _few_row_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    return _run(x, weight, bias)
+
+
+@_few_row_linear.register_fake
 def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     return x.new_empty(x.shape[0], weight.shape[0])
