@@ -72,9 +72,7 @@ def _build(compiler: str) -> Path:
 
 
 def _load():  # noqa: ANN202 (a ctypes function pointer, or None)
-    if os.environ.get("WAVECRAFT_NATIVE", "1") == "0" or not _cpu_supported():
-        return None
-    if not _torch_uses_libgomp():
+    if os.environ.get("WAVECRAFT_NATIVE", "1") == "0" or not _cpu_supported() or not _torch_uses_libgomp():
         return None
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
@@ -131,8 +129,8 @@ def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> to
         raise RuntimeError("the native decoding kernel is not available here (see wavecraft.lm.native)")
     m, k = x.shape
     n = weight.shape[0]
-    if bias is not None and not bias.is_contiguous():
-        bias = bias.contiguous()
+    if bias is not None:  # the kernel reads it as contiguous fp32
+        bias = bias.to(torch.float32).contiguous()
     out = torch.empty(m, n, dtype=torch.float32)
     _loaded["fn"](x.data_ptr(), x.stride(0), weight.data_ptr(), weight.stride(0),
                   None if bias is None else bias.data_ptr(), out.data_ptr(), n, m, n, k)
