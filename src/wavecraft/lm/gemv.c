@@ -6,13 +6,25 @@
  * the x tile and the weight tile in L1 (K tiles of 512) and accumulate dot products along K in AVX2 registers.
  *
  * Built at first use by wavecraft/lm/native.py (cc -O3 -mavx2 -mfma -fopenmp) and called through ctypes; the
- * OpenMP runtime is the one torch already loaded (same soname), so threads are shared with torch's.
+ * OpenMP runtime is the one torch already loaded (same soname), so threads are shared with torch's. decode.c calls
+ * the same loops inside its own parallel region, with an epilogue fused into the output write.
  */
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
+
+#include "kernels.h"
 
 #define K_TILE 512
 #define M_GROUP 8
+#ifndef CHUNK
+#define CHUNK 16
+#endif
+#if CHUNK
+#define OMP_FOR _Pragma("omp for schedule(dynamic, CHUNK)")
+#else
+#define OMP_FOR _Pragma("omp for schedule(static)")
+#endif
 
 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -21,13 +33,22 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+static inline void finish(float *out, float v, int epilogue) {
+    if (epilogue == EPILOGUE_ADD)
+        *out += v;
+    else if (epilogue == EPILOGUE_GELU)
+        *out = 0.5f * v * (1.0f + erff(v * (float)M_SQRT1_2));  /* exact GELU, as MusicGen's FFN */
+    else
+        *out = v;
+}
+
 /* One kernel per register tile: R weight rows x C input rows of 8-float accumulators. (4, 2) streams fastest for
  * M <= 2; (3, 4) needs the fewest loads per multiply-add, which is what limits M = 4-8. */
 #define DEFINE_KERNEL(NAME, R, C)                                                                                  \
     static void NAME(const float *x, int64_t ldx, const float *w, int64_t ldw, const float *bias, float *y,        \
-                     int64_t ldy, int64_t M, int64_t N, int64_t K) {                                               \
+                     int64_t ldy, int64_t M, int64_t N, int64_t K, int epilogue) {                                 \
         const int64_t blocks = (N + (R) - 1) / (R);                                                                \
-        _Pragma("omp parallel for schedule(static)")                                                               \
+        OMP_FOR                                                                                                     \
         for (int64_t b = 0; b < blocks; ++b) {                                                                     \
             const int64_t n0 = (R) * b, rows = N - n0 < (R) ? N - n0 : (R);                                        \
             const float *wr[R];                                                                                    \
@@ -59,21 +80,31 @@ static inline float hsum(__m256 v) {
                 }                                                                                                  \
                 for (int64_t m = 0; m < gm; ++m)                                                                   \
                     for (int r = 0; r < rows; ++r)                                                                 \
-                        y[(g + m) * ldy + n0 + r] = hsum(acc[r][m]) + (bias ? bias[n0 + r] : 0.0f);                \
+                        finish(y + (g + m) * ldy + n0 + r, hsum(acc[r][m]) + (bias ? bias[n0 + r] : 0.0f), epilogue); \
             }                                                                                                      \
         }                                                                                                          \
     }
 
 DEFINE_KERNEL(gemv_r4c2, 4, 2)
-DEFINE_KERNEL(gemv_r3c4, 3, 4)
+#ifndef WIDE_R
+#define WIDE_R 3
+#define WIDE_C 4
+#endif
+DEFINE_KERNEL(gemv_r3c4, WIDE_R, WIDE_C)
 
-/* x [M, K] (rows ldx floats apart), w [N, K] (rows ldw apart), bias [N] or NULL, y [M, N] (rows ldy apart).
- * Requires K % 8 == 0. Returns the ABI version so the loader can check it built what it expects. */
+void wc_gemv(const float *x, int64_t ldx, const float *w, int64_t ldw, const float *bias, float *y, int64_t ldy,
+             int64_t M, int64_t N, int64_t K, int epilogue) {
+    if (M <= 2)
+        gemv_r4c2(x, ldx, w, ldw, bias, y, ldy, M, N, K, epilogue);
+    else
+        gemv_r3c4(x, ldx, w, ldw, bias, y, ldy, M, N, K, epilogue);
+}
+
+/* y = x w^T + bias as above, on all threads. Returns the ABI version so the loader can check it built what it
+ * expects. */
 int wavecraft_gemv_f32(const float *x, int64_t ldx, const float *w, int64_t ldw, const float *bias, float *y,
                        int64_t ldy, int64_t M, int64_t N, int64_t K) {
-    if (M <= 2)
-        gemv_r4c2(x, ldx, w, ldw, bias, y, ldy, M, N, K);
-    else
-        gemv_r3c4(x, ldx, w, ldw, bias, y, ldy, M, N, K);
+#pragma omp parallel
+    wc_gemv(x, ldx, w, ldw, bias, y, ldy, M, N, K, EPILOGUE_STORE);
     return 1;
 }

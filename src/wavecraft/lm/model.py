@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import native
+from . import native, native_step
 from .config import LMConfig
 from .linear import linear
 
@@ -45,6 +45,7 @@ class DecodeState:
     summed: torch.Tensor | None = None
     pos: int = 0
     steps: int = 0
+    native_plan: object | None = None  # a native_step.DecodePlan, built on the first native step
 
     @property
     def max_len(self) -> int:
@@ -239,6 +240,12 @@ class LMModel(nn.Module):
             raise ValueError(f"decode state holds {state.max_len} positions, {state.pos + steps} needed")
         positions = torch.arange(state.pos, state.pos + steps, device=x.device).view(1, -1, 1)
         x = x + self.cfg.positional_scale * sin_embedding(positions, self.cfg.dim, self.cfg.max_period).to(x.dtype)
+        if native_step.applies(self, state, sequence, prefix):
+            if state.native_plan is None:
+                state.native_plan = native_step.DecodePlan(self, state)
+            logits = state.native_plan(x[:, 0], state.pos)
+            state.pos += 1
+            return logits.unsqueeze(2)
         x = x.to(state.keys[0].dtype)  # the layers may run in half precision (set_transformer_dtype)
         for i, layer in enumerate(self.transformer.layers):
             x = layer(x, state, i)

@@ -1,4 +1,6 @@
-"""The few-row fp32 matrix product of ``gemv.c``, compiled at first use and called through ctypes.
+"""Native CPU decoding kernels, compiled at first use and called through ctypes: the few-row fp32 matrix product
+of ``gemv.c`` (:func:`linear`) and the whole one-position step of ``decode.c`` (driven by
+:mod:`wavecraft.lm.native_step`).
 
 Decoding multiplies 2-8 rows (a CFG batch) by every weight matrix once per step, which is bound by how fast the
 weights stream from memory; PyTorch's CPU kernels reach about half of that bandwidth at these shapes, the loops in
@@ -24,7 +26,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("gemv.c")
+SOURCES = [Path(__file__).with_name(name) for name in ("gemv.c", "decode.c")]
+HEADER = Path(__file__).with_name("kernels.h")
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
 # Measured at the musicgen-small shapes: 8 rows run 1.1x faster than packed oneDNN, 32 rows tie with it (and
 # beat F.linear 1.6x); more rows (a prefill) are compute-bound, where a library GEMM is the right tool.
@@ -57,21 +60,22 @@ def _torch_uses_libgomp() -> bool:
 
 
 def _build(compiler: str) -> Path:
-    """Compile ``gemv.c`` into the cache (once per source and flags); the file appears atomically."""
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *FLAGS]).encode()).hexdigest()[:16]
-    target = cache_dir() / f"gemv-{digest}.so"
+    """Compile the kernels into the cache (once per sources and flags); the file appears atomically."""
+    code = b"".join(path.read_bytes() for path in [*SOURCES, HEADER])
+    digest = hashlib.sha256(code + " ".join([compiler, *FLAGS]).encode()).hexdigest()[:16]
+    target = cache_dir() / f"kernels-{digest}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
-        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], check=True, capture_output=True,
-                       text=True, timeout=120)
+        subprocess.run([compiler, *FLAGS, *map(str, SOURCES), "-o", str(built), "-lm"], check=True,
+                       capture_output=True, text=True, timeout=120)
         os.replace(built, target)
     return target
 
 
-def _load():  # noqa: ANN202 (a ctypes function pointer, or None)
+def _load() -> ctypes.CDLL | None:
     if os.environ.get("WAVECRAFT_NATIVE", "1") == "0" or not _cpu_supported() or not _torch_uses_libgomp():
         return None
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
@@ -79,25 +83,37 @@ def _load():  # noqa: ANN202 (a ctypes function pointer, or None)
         log.info("no C compiler found: decoding uses PyTorch's linear kernels")
         return None
     try:
-        fn = ctypes.CDLL(str(_build(compiler))).wavecraft_gemv_f32
+        lib = ctypes.CDLL(str(_build(compiler)))
+        fn, step = lib.wavecraft_gemv_f32, lib.wavecraft_decode_step
     except (OSError, subprocess.SubprocessError, AttributeError) as error:
         detail = getattr(error, "stderr", None) or error
         log.warning("could not build the native decoding kernel (%s): using PyTorch's kernels", detail)
         return None
     pointer, size = ctypes.c_void_p, ctypes.c_int64
     fn.argtypes = [pointer, size, pointer, size, pointer, pointer, size, size, size, size]
-    fn.restype = ctypes.c_int
-    return fn
+    step.argtypes = [pointer, pointer, size, pointer]
+    fn.restype = step.restype = ctypes.c_int
+    return lib
 
 
-_loaded: dict = {}  # "fn": the kernel or None, once tried; a plain dict so that torch.compile traces the lookups
+# "lib": the library or None, once tried; "fn": its product kernel. A plain dict so that torch.compile traces the
+# lookups.
+_loaded: dict = {}
 
 
 def available() -> bool:
-    """Whether the native kernel is built and loadable here (builds it on the first call)."""
-    if "fn" not in _loaded:
-        _loaded["fn"] = _load()
-    return _loaded["fn"] is not None
+    """Whether the native kernels are built and loadable here (builds them on the first call)."""
+    if "lib" not in _loaded:
+        lib = _loaded["lib"] = _load()
+        _loaded["fn"] = None if lib is None else lib.wavecraft_gemv_f32
+    return _loaded["lib"] is not None
+
+
+def library() -> ctypes.CDLL:
+    """The loaded kernels (``wavecraft_gemv_f32``, ``wavecraft_decode_step``); :func:`available` must be True."""
+    if not available():
+        raise RuntimeError("the native decoding kernels are not available here (see wavecraft.lm.native)")
+    return _loaded["lib"]
 
 
 def reset() -> None:
@@ -125,8 +141,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    if not available():
-        raise RuntimeError("the native decoding kernel is not available here (see wavecraft.lm.native)")
+    library()
     m, k = x.shape
     n = weight.shape[0]
     if bias is not None:  # the kernel reads it as contiguous fp32
