@@ -18,6 +18,50 @@
 
 #include "kernels.h"
 
+/* glibc's vector math (libmvec, AVX2 variants): 8 lanes per call, where the scalar expf/erff of a softmax over the
+ * cache or of the FFN's GELU took several percent of a step. Older glibc: the scalar functions. */
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 35)
+#define VECTOR_MATH 1
+__m256 _ZGVdN8v_expf(__m256 x);
+__m256 _ZGVdN8v_erff(__m256 x);
+#else
+#define VECTOR_MATH 0
+#endif
+
+/* x[i] = exp(x[i] - shift) for n floats; returns their sum. */
+static float exp_shifted(float *x, int64_t n, float shift) {
+    int64_t i = 0;
+    float total = 0.0f;
+#if VECTOR_MATH
+    const __m256 s = _mm256_set1_ps(shift);
+    __m256 sum = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) {
+        const __m256 e = _ZGVdN8v_expf(_mm256_sub_ps(_mm256_loadu_ps(x + i), s));
+        _mm256_storeu_ps(x + i, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, sum);
+    for (int l = 0; l < 8; ++l) total += lanes[l];
+#endif
+    for (; i < n; ++i) total += x[i] = expf(x[i] - shift);
+    return total;
+}
+
+/* Exact GELU, x * (1 + erf(x / sqrt 2)) / 2, in place over n floats. */
+static void gelu(float *x, int64_t n) {
+    int64_t i = 0;
+#if VECTOR_MATH
+    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f), r2 = _mm256_set1_ps((float)M_SQRT1_2);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256 e = _ZGVdN8v_erff(_mm256_mul_ps(v, r2));
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, e)));
+    }
+#endif
+    for (; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+}
+
 typedef struct {
     const float *norm1_w, *norm1_b, *in_w, *in_b, *out_w, *out_b;          /* in_w [3D, D]: rows q, k, v */
     const float *normc_w, *normc_b, *cq_w, *cq_b, *co_w, *co_b;            /* cq_w [D, D]: the query rows */
@@ -81,8 +125,7 @@ static void attend(const float *q, const float *k, const float *v, int64_t strid
         scores[j] = s;
         top = s > top ? s : top;
     }
-    float total = 0.0f;
-    for (int64_t j = 0; j < n; ++j) total += scores[j] = expf(scores[j] - top);
+    const float total = exp_shifted(scores, n, top);
     for (int64_t d = 0; d < Dh; ++d) out[d] = 0.0f;
     if (Dh == 64) { /* every MusicGen size: the output row stays in eight registers */
         __m256 o[8];
@@ -146,7 +189,9 @@ int wavecraft_decode_step(const plan_t *p, float *x, int64_t pos, float *logits)
                 wc_gemv(p->attn, D, l->co_w, D, l->co_b, x, D, M, D, D, EPILOGUE_ADD);
             }
             layer_norm(x, l->norm2_w, l->norm2_b, p->normed, M, D, p->eps);
-            wc_gemv(p->normed, D, l->fc1_w, D, l->fc1_b, p->hidden, F, M, F, D, EPILOGUE_GELU);
+            wc_gemv(p->normed, D, l->fc1_w, D, l->fc1_b, p->hidden, F, M, F, D, EPILOGUE_STORE);
+#pragma omp for schedule(static)
+            for (int64_t m = 0; m < M; ++m) gelu(p->hidden + m * F, F);
             wc_gemv(p->hidden, F, l->fc2_w, F, l->fc2_b, x, D, M, D, F, EPILOGUE_ADD);
         }
         layer_norm(x, p->out_norm_w, p->out_norm_b, p->normed, M, D, p->eps);

@@ -10,13 +10,18 @@
  * the same loops inside its own parallel region, with an epilogue fused into the output write.
  */
 #include <immintrin.h>
-#include <math.h>
 #include <stdint.h>
 
 #include "kernels.h"
 
 #define K_TILE 512
 #define M_GROUP 8
+#ifndef PF
+#define PF 1
+#endif
+#ifndef PF_HINT
+#define PF_HINT _MM_HINT_T0
+#endif
 #ifndef CHUNK
 #define CHUNK 16
 #endif
@@ -36,8 +41,6 @@ static inline float hsum(__m256 v) {
 static inline void finish(float *out, float v, int epilogue) {
     if (epilogue == EPILOGUE_ADD)
         *out += v;
-    else if (epilogue == EPILOGUE_GELU)
-        *out = 0.5f * v * (1.0f + erff(v * (float)M_SQRT1_2));  /* exact GELU, as MusicGen's FFN */
     else
         *out = v;
 }
@@ -66,7 +69,14 @@ static inline void finish(float *out, float v, int epilogue) {
                         __m256 a[R][C];                                                                            \
                         for (int r = 0; r < (R); ++r)                                                              \
                             for (int c = 0; c < (C); ++c) a[r][c] = acc[r][m + c];                                 \
+                        /* Later passes over this tile read it from L1: fetch the next tile meanwhile. */       \
+                        const float *next[R];                                                                      \
+                        for (int r = 0; r < (R); ++r)                                                              \
+                            next[r] = (k1 < K ? wr[r] + K_TILE : w + (n0 + (R) + r) * ldw) - k0;                   \
+                        const int fetch = PF && m > 0 && (k1 < K || b + 1 < blocks);                               \
                         for (int64_t k = k0; k < k1; k += 8) {                                                     \
+                            if (fetch && (k & 15) == 0)                                                            \
+                                for (int r = 0; r < (R); ++r) _mm_prefetch((const char *)(next[r] + k), PF_HINT); \
                             __m256 v[C];                                                                           \
                             for (int c = 0; c < (C); ++c) v[c] = _mm256_loadu_ps(xr[c] + k);                       \
                             for (int r = 0; r < (R); ++r) {                                                        \

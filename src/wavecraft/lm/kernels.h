@@ -4,7 +4,7 @@
 #include <stdint.h>
 
 /* What a product does with each output value v = (x w^T)[m, n] + bias[n]. */
-enum { EPILOGUE_STORE = 0, EPILOGUE_ADD = 1, EPILOGUE_GELU = 2 };
+enum { EPILOGUE_STORE = 0, EPILOGUE_ADD = 1 };
 
 /* y [M, N] (rows ldy apart) from x [M, K] (rows ldx apart), w [N, K] (rows ldw apart), bias [N] or NULL; K % 8 == 0.
  * Called inside an OpenMP parallel region, the threads share the work and meet at a barrier at the end; called
