@@ -192,6 +192,40 @@ def bandwidth_bound(tensors: list[torch.Tensor], repeats: int = 5) -> tuple[floa
     return best, nbytes
 
 
+def interleaved_steps(lm, position: int, rounds: int = 8) -> dict[str, float]:
+    """Step times at one cache position, measured alternately with the bandwidth bound: each round reads the
+    weights (best of 2), then runs 5 one-position steps at batch 1 and 5 at batch 4 (with CFG: 2 and 8 rows), all
+    at ``position`` (the median position of the clip). On a shared machine the bandwidth moves by tens of percent
+    within seconds; a ratio taken inside each round is steadier than one between numbers measured minutes apart.
+    Returns medians over rounds: ``bound``, ``step_b1``, ``step_b4`` (seconds) and ``b1_over_bound``,
+    ``b4_over_b1`` (per-round ratios)."""
+    cross = torch.randn(8, 4, lm.cfg.dim)
+    weights = step_weights(lm)
+    rounds_out: list[tuple[float, float, float]] = []
+    with torch.inference_mode():
+        states = {rows: lm.new_state(rows, position + 1, cross[:rows]) for rows in (2, 8)}
+        for rows, state in states.items():
+            lm.step(torch.randint(0, lm.cfg.card, (rows, lm.cfg.n_q, position)), state)
+        step = torch.randint(0, lm.cfg.card, (8, lm.cfg.n_q, 1))
+
+        def timed(rows: int) -> float:
+            times = []
+            for _ in range(5):
+                states[rows].pos = states[rows].steps = position  # the same position every time
+                begin = time.perf_counter()
+                lm.step(step[:rows], states[rows])
+                times.append(time.perf_counter() - begin)
+            return statistics.median(times)
+
+        timed(2), timed(8)  # warm-up (the native plans are built on the first step)
+        for _ in range(rounds):
+            rounds_out.append((bandwidth_bound(weights, repeats=2)[0], timed(2), timed(8)))
+    med = statistics.median
+    return {"bound": med(r[0] for r in rounds_out), "step_b1": med(r[1] for r in rounds_out),
+            "step_b4": med(r[2] for r in rounds_out), "b1_over_bound": med(r[1] / r[0] for r in rounds_out),
+            "b4_over_b1": med(r[2] / r[1] for r in rounds_out)}
+
+
 def kernel_ceiling(tensors: list[torch.Tensor], rows: int, kernel: str, repeats: int = 5) -> float:
     """Best time to run one linear kernel once over every weight matrix in ``tensors`` with ``rows`` input rows:
     what a step would cost if it did nothing else. ``kernel``: ``"native"`` (:mod:`wavecraft.lm.native`, what
@@ -349,6 +383,7 @@ def main() -> None:
     ceilings = {kernel: kernel_ceiling(weights, 2 * args.batch, kernel) for kernel in ("native", "onednn")
                 if kernel != "native" or native.available()}
     ceilings_b4 = {kernel: kernel_ceiling(weights, 8, kernel) for kernel in ceilings}
+    steady = interleaved_steps(ours.lm, frames // 2 + len(ours.lm.cfg.delays))
     trained_agreement = trained_int8_agreement(min(args.seconds, 5.0))
     int8_bytes, replaced_bytes = quantized_weight_bytes(quantized.lm)
     int8_bound_bytes = bound_bytes - replaced_bytes + int8_bytes  # what an int8 step reads instead
@@ -413,6 +448,10 @@ def main() -> None:
           f"{q_step / (bound * int8_bound_bytes / bound_bytes):.2f}; batch 4 / batch 1 step "
           f"{step_b4 / step_b1:.2f} ({step_b4 * 1000:.1f} / {step_b1 * 1000:.1f} ms); int8 / transformers fp32 step "
           f"{q_step / hf_step:.2f}; int8 / wavecraft fp32 step {q_step / wc_step:.2f}")
+    print(f"interleaved with the bound, at the clip's median position: bound {steady['bound'] * 1000:.1f} ms, fp32 "
+          f"step {steady['step_b1'] * 1000:.1f} ms at batch 1, {steady['step_b4'] * 1000:.1f} ms at batch 4; "
+          f"per-round medians: step / bound {steady['b1_over_bound']:.2f}, batch 4 / batch 1 "
+          f"{steady['b4_over_b1']:.2f}")
     print(f"streaming (1 s chunks): first audio after {first_fp32:.2f} s fp32, {first_int8:.2f} s int8; "
           f"whole clip {stream_fp32:.1f} s fp32, {stream_int8:.1f} s int8")
     print(f"streaming with a {FIRST_CHUNK:g} s first chunk (as wavecraft generate --stream): first audio after "

@@ -1,15 +1,29 @@
-"""torch.compile-d one-step decoding gives the same greedy tokens as eager decoding (random weights, fp32)."""
+"""torch.compile-d one-step decoding gives the same greedy tokens as eager decoding (random weights, fp32); on CPU the
+native step, where it applies, takes precedence over it."""
 
 from __future__ import annotations
 
 import torch
 
+from wavecraft.lm import native
 from wavecraft.lm.config import LMConfig
 from wavecraft.lm.generate import Conditions, SamplingParams, generate
 from wavecraft.lm.model import LMModel
 
 
-def test_compiled_decoding_matches_eager_greedy_tokens():
+def test_compiled_decoding_matches_eager_greedy_tokens(monkeypatch):
+    monkeypatch.setenv("WAVECRAFT_NATIVE", "0")  # the native step would take every one-position step
+    native.reset()
+    try:
+        check_compiled_decoding(expect_compiled=True)
+    finally:
+        monkeypatch.undo()
+        native.reset()
+    if native.available():
+        check_compiled_decoding(expect_compiled=False)
+
+
+def check_compiled_decoding(expect_compiled: bool) -> None:
     torch.manual_seed(0)
     lm = LMModel(LMConfig(dim=64, num_heads=4, num_layers=2, card=64, n_q=4, delays=(0, 1, 2, 3),
                           cross_attention=True)).eval()
@@ -26,7 +40,10 @@ def test_compiled_decoding_matches_eager_greedy_tokens():
     lm._compiled_step = lambda *args: calls.append(1) or compiled(*args)
     again = generate(lm, cond, 24, null=null, sampling=greedy)
     assert torch.equal(again, eager)
-    assert len(calls) >= 24  # every step after the first went through the compiled function
+    if expect_compiled:
+        assert len(calls) >= 24  # every step after the first went through the compiled function
+    else:
+        assert not calls
     # A second generation (new decode state, another length) reuses the compiled code and still agrees.
     reference = LMModel(lm.cfg).eval()
     reference.load_state_dict(lm.state_dict())

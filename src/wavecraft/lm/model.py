@@ -155,10 +155,12 @@ class LMModel(nn.Module):
     def compile_decoding(self, mode: str | None = None) -> None:
         """Run one-step decoding calls through ``torch.compile`` (prefill and multi-step chunks stay eager).
 
-        Positions are symbolic (``dynamic=True``), so a generation compiles once rather than once per step. On CPU
-        the native matrix kernel stays a custom op in the graph; what compiling removes is per-step Python and
-        kernel-launch overhead, which pays off on long or repeated generations (the first one pays the compile
-        time). See ``benchmarks/bench_generate.py --compile`` for measurements.
+        Positions are symbolic (``dynamic=True``), so a generation compiles once rather than once per step. What
+        compiling removes is per-step Python and kernel-launch overhead, which pays off on long or repeated
+        generations (the first one pays the compile time). On CPU, wherever the native step of
+        :mod:`wavecraft.lm.native_step` applies it runs instead (it has no such overhead left and was faster than
+        any compiled step measured); the compiled step serves the rest (GPUs, int8, no C compiler). See
+        ``benchmarks/bench_generate.py --compile``.
         """
         native.available()  # build the native kernel now: tracing would break the graph at its build
         self._compiled_step = torch.compile(self._step, dynamic=True, mode=mode)
@@ -222,7 +224,8 @@ class LMModel(nn.Module):
         ``prefix [B, P, D]`` (prepended conditions) goes in front on the first call; its positions are not
         returned. Positions continue from ``state.pos``.
         """
-        if self._compiled_step is not None and prefix is None and sequence.shape[-1] == 1 and state.pos > 0:
+        if (self._compiled_step is not None and prefix is None and sequence.shape[-1] == 1 and state.pos > 0
+                and not native_step.applies(self, state, sequence, prefix)):
             return self._compiled_step(sequence, state)
         return self._step(sequence, state, prefix)
 
