@@ -29,10 +29,11 @@ def random_lm(**options) -> LMModel:
     return lm
 
 
-def decode(lm: LMModel, rows: int, enabled: bool, cross_mask: torch.Tensor | None = None, steps: int = 6):
+def decode(lm: LMModel, rows: int, enabled: bool, cross_mask: torch.Tensor | None = None, steps: int = 6,
+           cross_len: int = 5):
     """Prefill 3 positions, then ``steps`` one-position steps, a 2-position chunk and one more step."""
     torch.manual_seed(1)
-    cross = torch.randn(rows, 5, lm.cfg.dim) if lm.cfg.cross_attention else None
+    cross = torch.randn(rows, cross_len, lm.cfg.dim) if lm.cfg.cross_attention else None
     was = fast.is_enabled()
     fast.set_enabled(enabled)
     try:
@@ -65,6 +66,25 @@ def test_same_logits_and_cache_as_the_pytorch_layers(options, rows):
     for native_keys, plain_keys in zip(native_state.keys + native_state.values, plain_state.keys + plain_state.values,
                                        strict=True):
         torch.testing.assert_close(native_keys, plain_keys, atol=2e-5, rtol=1e-5)
+
+
+def test_condition_longer_than_the_generation():
+    """A long text condition on a short generation: the attention scratch must hold the longer of the two."""
+    lm = random_lm()
+    native_logits, _ = decode(lm, 2, True, steps=2, cross_len=40)
+    plain_logits, _ = decode(lm, 2, False, steps=2, cross_len=40)
+    torch.testing.assert_close(native_logits, plain_logits, atol=2e-5, rtol=1e-5)
+
+
+def test_position_outside_the_cache_or_wrong_rows_are_refused():
+    lm = random_lm()
+    with torch.inference_mode():
+        state = lm.new_state(2, 4, torch.randn(2, 5, 64))
+        lm.step(torch.zeros(2, lm.cfg.n_q, 1, dtype=torch.long), state)
+        with pytest.raises(ValueError, match="outside"):
+            state.native_plan(torch.zeros(2, 64), 4)
+        with pytest.raises(ValueError, match="rows"):
+            state.native_plan(torch.zeros(3, 64), 1)
 
 
 def test_where_it_does_not_apply():

@@ -3,7 +3,7 @@
  * A CPU decoding step is ~150 few-row matrix products (gemv.c, bound by weight bandwidth) and ~400 small
  * operations between them (norms, attention over the cache, GELU, residuals). Dispatched one by one from Python the
  * small operations cost about a third of the step; here they run between the products on the same threads, with
- * the GELU and the residual additions fused into the products' output writes.
+ * the residual additions fused into the products' output writes.
  *
  * Layer (pre-norm, as model.py's TransformerLayer), for the M rows of x [M, D] at cache position pos:
  *   x += out(SA(LN1(x)))      keys/values of this position written into the cache [M, H, max_len, Dh]
@@ -79,7 +79,8 @@ typedef struct {
     const float *out_norm_w, *out_norm_b;
     const float *const *head_w; /* codebooks x [card, D] */
     const float *const *head_b; /* codebooks x [card] or NULL */
-    float *normed, *qkv, *attn, *hidden, *scores; /* scratch: [M, D], [M, 3D], [M, D], [M, FFN], [M, H, max_len] */
+    int64_t score_len; /* max(max_len, cross_len): the attention weights of one (row, head) */
+    float *normed, *qkv, *attn, *hidden, *scores; /* [M, D], [M, 3D], [M, D], [M, FFN], [M, H, score_len] */
 } plan_t;
 
 /* y [M, D] = LayerNorm(x) over the last dimension (biased variance, as torch). Rows shared among threads. */
@@ -155,7 +156,8 @@ static void self_attention(const plan_t *p, const layer_t *l, int64_t pos) {
         float *keys = l->keys + task * L * Dh, *values = l->values + task * L * Dh;
         memcpy(keys + pos * Dh, q + D, Dh * sizeof(float));
         memcpy(values + pos * Dh, q + 2 * D, Dh * sizeof(float));
-        attend(q, keys, values, Dh, pos + 1, NULL, Dh, p->scores + task * L, p->attn + m * D + h * Dh);
+        attend(q, keys, values, Dh, pos + 1, NULL, Dh, p->scores + task * p->score_len,
+               p->attn + m * D + h * Dh);
     }
 }
 
@@ -166,13 +168,15 @@ static void cross_attention(const plan_t *p, const layer_t *l) {
     for (int64_t task = 0; task < M * H; ++task) {
         const int64_t m = task / H, h = task % H, at = m * st[0] + h * st[1];
         attend(p->qkv + m * D + h * Dh, l->cross_k + at, l->cross_v + at, st[2], L,
-               p->cross_mask ? p->cross_mask + m * L : NULL, Dh, p->scores + task * p->max_len,
+               p->cross_mask ? p->cross_mask + m * L : NULL, Dh, p->scores + task * p->score_len,
                p->attn + m * D + h * Dh);
     }
 }
 
-/* x [M, D] at cache position pos -> logits [M, codebooks, card]; x is updated in place (the residual stream). */
+/* x [M, D] at cache position pos -> logits [M, codebooks, card]; x is updated in place (the residual stream).
+ * Returns 1, or 0 (and does nothing) if pos is outside the cache. */
 int wavecraft_decode_step(const plan_t *p, float *x, int64_t pos, float *logits) {
+    if (pos < 0 || pos >= p->max_len) return 0;
     const int64_t M = p->rows, D = p->dim, F = p->ffn;
 #pragma omp parallel
     {

@@ -39,7 +39,7 @@ class _Plan(ctypes.Structure):
         "rows", "dim", "heads", "ffn", "layers", "max_len", "cross_len", "codebooks", "card")],
         ("cross_strides", ctypes.c_int64 * 3), ("eps", ctypes.c_float), ("cross_mask", _P), ("layer", _P),
         ("out_norm_w", _P), ("out_norm_b", _P), ("head_w", _P), ("head_b", _P),
-        ("normed", _P), ("qkv", _P), ("attn", _P), ("hidden", _P), ("scores", _P)]
+        ("score_len", ctypes.c_int64), ("normed", _P), ("qkv", _P), ("attn", _P), ("hidden", _P), ("scores", _P)]
 
 
 def _fp32_contiguous(tensors: list[torch.Tensor | None]) -> bool:
@@ -100,9 +100,10 @@ class DecodePlan:
         heads_w = (_P * cfg.n_q)(*[ptr(head.weight) for head in lm.linears])
         heads_b = None if lm.linears[0].bias is None else (_P * cfg.n_q)(*[ptr(head.bias) for head in lm.linears])
         ffn = cfg.hidden_scale * cfg.dim
+        score_len = max(state.max_len, cross_len)  # a text condition can be longer than a short generation
         self.scratch = {name: torch.empty(rows, size) for name, size in (
             ("normed", cfg.dim), ("qkv", 3 * cfg.dim), ("attn", cfg.dim), ("hidden", ffn),
-            ("scores", cfg.num_heads * state.max_len))}
+            ("scores", cfg.num_heads * score_len))}
         mask = None
         if state.cross_mask is not None:
             mask = state.cross_mask.reshape(rows, cross_len).to(torch.uint8).contiguous()
@@ -111,7 +112,7 @@ class DecodePlan:
                      cross_strides=(ctypes.c_int64 * 3)(*strides), eps=cfg.norm_eps, cross_mask=ptr(mask),
                      layer=ctypes.addressof(layers), out_norm_w=ptr(lm.out_norm.weight),
                      out_norm_b=ptr(lm.out_norm.bias), head_w=ctypes.addressof(heads_w),
-                     head_b=None if heads_b is None else ctypes.addressof(heads_b),
+                     head_b=None if heads_b is None else ctypes.addressof(heads_b), score_len=score_len,
                      **{name: t.data_ptr() for name, t in self.scratch.items()})
         self._structs = (plan, layers, heads_w, heads_b)
         self._keep = keep
@@ -121,8 +122,11 @@ class DecodePlan:
 
     def __call__(self, x: torch.Tensor, pos: int) -> torch.Tensor:
         """``x [M, D]`` (embedded inputs at cache position ``pos``) ``-> logits [M, K, card]``; writes the cache."""
+        if tuple(x.shape) != (self._shape[0], self._structs[0].dim):
+            raise ValueError(f"inputs of shape {tuple(x.shape)} for a decode state of {self._shape[0]} rows")
         x = x.to(torch.float32).contiguous()
         logits = torch.empty(self._shape)
-        self._step(self._plan, x.data_ptr(), pos, logits.data_ptr())
+        if not self._step(self._plan, x.data_ptr(), pos, logits.data_ptr()):
+            raise ValueError(f"position {pos} is outside the decode state's {self._structs[0].max_len} positions")
         return logits
 
