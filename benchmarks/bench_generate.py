@@ -7,11 +7,13 @@ alternating the implementations: transformers fp32, wavecraft fp32, wavecraft in
 Step time = median interval between decoding steps (prefill excluded). Peak memory is measured in a child
 process per implementation. Prints times and ratios (wavecraft / transformers), plus:
 
-* the fp32 step with the native kernel turned off (the packed oneDNN fallback);
+* the fp32 step with the native kernels turned off (the PyTorch layers with the packed oneDNN fallback);
 * wavecraft batch 4 vs batch 1 step time (decoding is weight-bandwidth bound: 4 rows should cost little more);
 * time to the first streamed audio chunk (``generate_stream``, 1 s chunks) and the whole streamed clip;
 * the memory-bandwidth bound, measured in the same run: the time to read once every weight a decoding step reads
   (self-attention, cross-attention query/output, FFN, norms, output heads), and step time / bound;
+* the same ratios measured alternately: rounds of (bound, batch-1 steps, batch-4 steps) at the clip's median
+  cache position, which the machine's bandwidth swings disturb less than numbers taken minutes apart;
 * the linear-kernel ceilings: the native few-row kernel (``wavecraft.lm.native``) and the packed oneDNN linear
   alone over those weights, at 2 and 8 rows (what each kernel can read);
 * int8: step time against transformers fp32, RSS of the model before/after quantization, teacher-forced top-1
