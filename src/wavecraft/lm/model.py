@@ -45,7 +45,7 @@ class DecodeState:
     summed: torch.Tensor | None = None
     pos: int = 0
     steps: int = 0
-    native_plan: object | None = None  # a native_step.DecodePlan, built on the first native step
+    native_plan: native_step.DecodePlan | None = None  # built on the first native step
 
     @property
     def max_len(self) -> int:
