@@ -195,8 +195,10 @@ class LMModel(nn.Module):
         """
         ref = self.transformer.layers[0].norm1.weight  # the layers' dtype and device
         shape = (batch, self.cfg.num_heads, max_len, self.cfg.head_dim)
-        state = DecodeState(keys=[ref.new_zeros(shape) for _ in self.transformer.layers],
-                            values=[ref.new_zeros(shape) for _ in self.transformer.layers],
+        # Uninitialised: a position is written before anything reads it. Zero-filling the musicgen-small caches of
+        # a 10 s clip (200 MB) took about 0.1 s before the first step, a tenth of the time to the first audio.
+        state = DecodeState(keys=[ref.new_empty(shape) for _ in self.transformer.layers],
+                            values=[ref.new_empty(shape) for _ in self.transformer.layers],
                             summed=None if summed is None else summed.to(self.out_norm.weight.dtype))
         if self.cfg.cross_attention:
             if cross_src is None:
