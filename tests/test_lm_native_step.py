@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 
 def random_lm(**options) -> LMModel:
     torch.manual_seed(0)
-    lm = LMModel(LMConfig(dim=64, num_heads=4, num_layers=2, card=48, **options)).eval()
+    lm = LMModel(LMConfig(**{"dim": 64, "num_heads": 4, "num_layers": 2, "card": 48, **options})).eval()
     with torch.no_grad():
         for p in lm.parameters():
             if p.dim() == 1:  # norms and biases away from their 1 / 0 init, so that a missed one shows
@@ -48,12 +48,17 @@ def decode(lm: LMModel, rows: int, enabled: bool, cross_mask: torch.Tensor | Non
     return torch.cat(logits, dim=2), state
 
 
-@pytest.mark.parametrize("options", [
+OPTIONS = [  # layer options the native step must follow (test_native_memory_safety.py runs them too)
     {},
     {"bias_attn": True, "bias_ff": True, "bias_proj": True, "cross_attention_mask": True},
     {"cross_attention": False},
-])
-@pytest.mark.parametrize("rows", [1, 2, 8])
+    {"dim": 128, "num_heads": 2},  # head size 64, as every MusicGen: decode.c's register-resident attention
+]
+ROWS = [1, 2, 8]  # 1 and 2 take the 4x2 product tile, 8 the 3x4 one
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+@pytest.mark.parametrize("rows", ROWS)
 def test_same_logits_and_cache_as_the_pytorch_layers(options, rows):
     lm = random_lm(**options)
     mask = torch.ones(rows, 5, dtype=torch.long)

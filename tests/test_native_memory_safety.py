@@ -22,9 +22,8 @@ native.FLAGS = native.FLAGS + ["-fsanitize=address", "-fno-omit-frame-pointer", 
 native.reset()
 assert native.available()
 import test_lm_native_step as t
-for options in [{{}}, {{"bias_attn": True, "bias_ff": True, "bias_proj": True, "cross_attention_mask": True}},
-                {{"cross_attention": False}}]:
-    for rows in [1, 2, 8]:
+for options in t.OPTIONS:
+    for rows in t.ROWS:
         t.test_same_logits_and_cache_as_the_pytorch_layers(options, rows)
 t.test_condition_longer_than_the_generation()
 t.test_position_outside_the_cache_or_wrong_rows_are_refused()

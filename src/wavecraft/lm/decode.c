@@ -127,7 +127,6 @@ static void attend(const float *q, const float *k, const float *v, int64_t strid
         top = s > top ? s : top;
     }
     const float total = exp_shifted(scores, n, top);
-    for (int64_t d = 0; d < Dh; ++d) out[d] = 0.0f;
     if (Dh == 64) { /* every MusicGen size: the output row stays in eight registers */
         __m256 o[8];
         for (int i = 0; i < 8; ++i) o[i] = _mm256_setzero_ps();
@@ -140,6 +139,7 @@ static void attend(const float *q, const float *k, const float *v, int64_t strid
         for (int i = 0; i < 8; ++i) _mm256_storeu_ps(out + 8 * i, _mm256_mul_ps(o[i], inv));
         return;
     }
+    for (int64_t d = 0; d < Dh; ++d) out[d] = 0.0f;
     for (int64_t j = 0; j < n; ++j) {
         const float *vj = v + j * stride;
         for (int64_t d = 0; d < Dh; ++d) out[d] += scores[j] * vj[d];

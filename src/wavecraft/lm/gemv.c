@@ -97,8 +97,7 @@ void wc_gemv(const float *x, int64_t ldx, const float *w, int64_t ldw, const flo
         gemv_r3c4(x, ldx, w, ldw, bias, y, ldy, M, N, K, epilogue);
 }
 
-/* y = x w^T + bias as above, on all threads. Returns the ABI version so the loader can check it built what it
- * expects. */
+/* y = x w^T + bias as above, on all threads (native.linear). Returns 1. */
 int wavecraft_gemv_f32(const float *x, int64_t ldx, const float *w, int64_t ldw, const float *bias, float *y,
                        int64_t ldy, int64_t M, int64_t N, int64_t K) {
 #pragma omp parallel
