@@ -262,29 +262,28 @@ def kernel_ceiling(tensors: list[torch.Tensor], rows: int, kernel: str, repeats:
     return best
 
 
-def trained_int8_agreement(seconds: float) -> tuple[float, float]:
-    """Teacher-forced int8/fp32 top-1 agreement on the shipped model (trained weights), on codes it generated:
-    ``(one activation scale per call, one per position)``. The int8 kernel quantizes its input with one dynamic
-    scale per call: over a whole teacher-forced sequence, while decoding quantizes each step on its own; the
-    second number runs the kernel position by position, as decoding does."""
-    from unittest import mock
-
-    import wavecraft.lm.linear as linear_module
+def trained_int8_agreement(seconds: float) -> float:
+    """Teacher-forced int8/fp32 top-1 agreement on the shipped model (trained weights), on codes it generated."""
     from wavecraft import MusicGen
-    from wavecraft.lm.quantize import int8_linear, quantize_int8
+    from wavecraft.lm.quantize import quantize_int8
 
     texts = ["a gentle piano waltz in C major", "a fast rock groove with drums"]
     fp32, int8 = MusicGen.get_pretrained(), MusicGen.get_pretrained()
     quantize_int8(int8.lm)
     fp32.set_generation_params(duration=seconds, seed=0)
     _, codes = fp32.generate(texts, return_tokens=True)
-    per_call = teacher_forced_agreement(fp32, int8, codes, texts)
+    return teacher_forced_agreement(fp32, int8, codes, texts)
 
-    def per_position(x, weight, bias, rows):  # noqa: ANN001, ANN202
-        return torch.cat([int8_linear(x[:, t:t + 1], weight, bias, rows) for t in range(x.shape[1])], dim=1)
 
-    with mock.patch.object(linear_module, "int8_linear", per_position):
-        return per_call, teacher_forced_agreement(fp32, int8, codes, texts)
+def fbgemm_agreement(fp32, int8, codes: torch.Tensor) -> float | None:
+    """The same agreement through fbgemm (where the native kernels are not built), which also quantizes its
+    inputs to 7 bits; None without fbgemm."""
+    from wavecraft.lm.quantize import _fbgemm_available
+
+    if not _fbgemm_available():
+        return None
+    with native_off():
+        return teacher_forced_agreement(fp32, int8, codes)
 
 
 def teacher_forced_agreement(fp32, int8, codes: torch.Tensor, texts: list[str] | None = None) -> float:
@@ -407,6 +406,7 @@ def main() -> None:
     int8_bytes, replaced_bytes = quantized_weight_bytes(quantized.lm)
     int8_bound_bytes = bound_bytes - replaced_bytes + int8_bytes  # what an int8 step reads instead
     agreement = teacher_forced_agreement(ours, quantized, codes["wavecraft"])
+    agreement_fbgemm = fbgemm_agreement(ours, quantized, codes["wavecraft"])
     compiled = {}
     if args.compile:
         from wavecraft import MusicGen
@@ -447,9 +447,9 @@ def main() -> None:
     hf_step = statistics.median(r[0] for r in results["transformers"])
     print(f"int8 weights: {replaced_bytes / 1e9:.2f} GB fp32 -> {int8_bytes / 1e9:.2f} GB; "
           f"RSS freed by quantize_int8 in this process: {rss_freed:.0f} MB")
+    fbgemm = "" if agreement_fbgemm is None else f" (fbgemm, the fallback, {agreement_fbgemm:.4f})"
     print(f"int8 teacher-forced top-1 agreement with fp32 (all codebooks and steps): {agreement:.4f} on these "
-          f"random weights; on the shipped model's trained weights {trained_agreement[0]:.4f} (one activation scale "
-          f"per sequence), {trained_agreement[1]:.4f} (one per position, as in decoding)")
+          f"random weights{fbgemm}; on the shipped model's trained weights {trained_agreement:.4f}")
     print(f"memory-bandwidth bound: {bound_bytes / 1e9:.3f} GB read per step in {bound * 1000:.1f} ms "
           f"({bound_bytes / bound / 1e9:.1f} GB/s); int8 step reads {int8_bound_bytes / 1e9:.3f} GB "
           f"(bound {bound * int8_bound_bytes / bound_bytes * 1000:.1f} ms)")

@@ -65,9 +65,16 @@ def test_native_kernel_shapes():
             got = native.linear(x, weight[5:], bias)
             torch.testing.assert_close(got, F.linear(x, weight[5:], bias), atol=1e-4, rtol=1e-5)
             torch.testing.assert_close(native.linear(x, weight), x @ weight.T, atol=1e-4, rtol=1e-5)
+            # int8 weights with one scale per row (their own tiles: 6x2 for up to 2 rows, 3x4 beyond)
+            q, scale = torch.randint(-127, 128, (n + 5, k), dtype=torch.int8), torch.rand(n + 5) + 0.5
+            assert native.supports(x, q[5:])
+            torch.testing.assert_close(native.linear(x, q[5:], bias, scale[5:]),
+                                       F.linear(x, q[5:].float() * scale[5:, None], bias), atol=1e-2, rtol=1e-4)
     assert not native.supports(torch.randn(2, 12), torch.randn(4, 12))  # K not a multiple of 8
     assert not native.supports(torch.randn(native.MAX_ROWS + 1, 8), torch.randn(4, 8))
     assert not native.supports(torch.randn(2, 8, dtype=torch.float64), torch.randn(4, 8, dtype=torch.float64))
+    with pytest.raises(ValueError, match="scales"):
+        native.linear(torch.randn(2, 8), torch.zeros(4, 8, dtype=torch.int8))
 
 
 @pytest.mark.skipif(not can_build, reason="needs a C compiler, an AVX2/FMA x86-64 CPU and torch on libgomp")

@@ -1,5 +1,6 @@
 """The native decoding step (``decode.c`` through :mod:`wavecraft.lm.native_step`): the same logits and cache as
-the PyTorch layers for every layer option, and the PyTorch layers wherever it does not apply."""
+the PyTorch layers for every layer option, fp32 and int8 weights, and the PyTorch layers wherever it does not
+apply."""
 
 from __future__ import annotations
 
@@ -54,20 +55,27 @@ OPTIONS = [  # layer options the native step must follow (test_native_memory_saf
     {"cross_attention": False},
     {"dim": 128, "num_heads": 2},  # head size 64, as every MusicGen: decode.c's register-resident attention
 ]
-ROWS = [1, 2, 8]  # 1 and 2 take the 4x2 product tile, 8 the 3x4 one
+ROWS = [1, 2, 8]  # 1 and 2 take the few-row product tiles, 8 the 3x4 one
 
 
+@pytest.mark.parametrize("quantized", [False, True], ids=["fp32", "int8"])
 @pytest.mark.parametrize("options", OPTIONS)
 @pytest.mark.parametrize("rows", ROWS)
-def test_same_logits_and_cache_as_the_pytorch_layers(options, rows):
+def test_same_logits_and_cache_as_the_pytorch_layers(options, rows, quantized):
+    """int8: the PyTorch layers multiply by the dequantized weights (quantize.int8_linear with fast=False)."""
     lm = random_lm(**options)
     mask = torch.ones(rows, 5, dtype=torch.long)
     mask[0, 3:] = 0  # padded text positions; with cross_attention_mask they are left out
+    if quantized:
+        fp32_logits, _ = decode(lm, rows, False, mask)
+        quantize_int8(lm)
     native_logits, native_state = decode(lm, rows, True, mask)
     plain_logits, plain_state = decode(lm, rows, False, mask)
     assert native_state.native_plan is not None and plain_state.native_plan is None
     assert native_logits.shape == (rows, lm.cfg.n_q, 8, lm.cfg.card)
     torch.testing.assert_close(native_logits, plain_logits, atol=2e-5, rtol=1e-5)
+    if quantized:  # the int8 weights were used: close to fp32, not equal
+        assert 1e-4 < (native_logits - fp32_logits).abs().max() < 0.1 * fp32_logits.abs().max()
     assert native_state.pos == plain_state.pos
     written = slice(0, plain_state.pos)  # the caches are uninitialised beyond
     for native_keys, plain_keys in zip(native_state.keys + native_state.values, plain_state.keys + plain_state.values,
@@ -110,6 +118,6 @@ def test_where_it_does_not_apply():
     with torch.no_grad():
         assert native_step.applies(lm, state, seq, None)
     assert not native_step.applies(lm, state, seq, None)  # autograd on: training
-    quantize_int8(lm)
+    lm.half()
     with torch.inference_mode():
-        assert not native_step.applies(lm, lm.new_state(2, 8, torch.randn(2, 5, 64)), seq, None)
+        assert not native_step.applies(lm, lm.new_state(2, 8, torch.randn(2, 5, 64).half()), seq, None)

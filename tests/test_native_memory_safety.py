@@ -24,7 +24,8 @@ assert native.available()
 import test_lm_native_step as t
 for options in t.OPTIONS:
     for rows in t.ROWS:
-        t.test_same_logits_and_cache_as_the_pytorch_layers(options, rows)
+        for quantized in (False, True):
+            t.test_same_logits_and_cache_as_the_pytorch_layers(options, rows, quantized)
 t.test_condition_longer_than_the_generation()
 t.test_position_outside_the_cache_or_wrong_rows_are_refused()
 print("clean")

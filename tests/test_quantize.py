@@ -9,9 +9,19 @@ from conftest import golden_repo
 from textenc import tiny_t5
 from wavecraft import MusicGen
 from wavecraft.errors import WavecraftError
+from wavecraft.lm import linear as fast
+from wavecraft.lm import native
 from wavecraft.lm.config import LMConfig
+from wavecraft.lm.generate import Conditions, SamplingParams, generate
 from wavecraft.lm.model import LMModel
-from wavecraft.lm.quantize import check_quantize, model_is_quantized, quantize_int8, quantized_weight_bytes
+from wavecraft.lm.quantize import (
+    _ATTR,
+    check_quantize,
+    is_quantized,
+    model_is_quantized,
+    quantize_int8,
+    quantized_weight_bytes,
+)
 
 
 def _lm(**overrides) -> LMModel:
@@ -26,6 +36,10 @@ def _linear_bytes(lm: LMModel) -> int:
 
 
 def test_teacher_forced_top1_agreement():
+    check_agreement()
+
+
+def check_agreement() -> LMModel:
     lm = _lm()
     sequence = torch.randint(0, 256, (2, 4, 64))
     cross = torch.randn(2, 6, 128)
@@ -36,6 +50,46 @@ def test_teacher_forced_top1_agreement():
     agreement = (ref.argmax(-1) == out.argmax(-1)).float().mean().item()  # over batch, codebooks and positions
     assert agreement >= 0.97
     assert ((out - ref).norm() / ref.norm()).item() < 0.05
+    return lm
+
+
+@pytest.fixture
+def native_off(monkeypatch):
+    """The native kernels unavailable (as on a machine without a compiler): fbgemm runs the int8 products."""
+    monkeypatch.setenv("WAVECRAFT_NATIVE", "0")
+    native.reset()
+    yield
+    monkeypatch.undo()
+    native.reset()
+
+
+def test_teacher_forced_top1_agreement_with_fbgemm(native_off):
+    """fbgemm also quantizes the inputs (7 bits): still within the bound, through its packed weights."""
+    assert not native.available()
+    lm = check_agreement()
+    assert all(int8_meta.packs for int8_meta in _metas(lm))
+
+
+def test_int8_greedy_tokens_native_step_and_dequantized_weights_agree():
+    """Greedy decoding of the int8 model: the native step (int8 kernels) and the plain path (dequantized weights,
+    F.linear) produce the same tokens; fbgemm, where it runs instead, stays close."""
+    lm = quantize_int8(_lm(n_q=4, delays=(0, 1, 2, 3)))
+    cond = Conditions(cross_src=torch.randn(2, 3, 128), cross_mask=torch.ones(2, 3, dtype=torch.long))
+    null = Conditions(cross_src=torch.zeros(2, 3, 128), cross_mask=torch.zeros(2, 3, dtype=torch.long))
+    greedy = SamplingParams(use_sampling=False)
+    with_native = generate(lm, cond, 24, null=null, sampling=greedy)
+    was = fast.is_enabled()
+    fast.set_enabled(False)
+    try:
+        plain = generate(lm, cond, 24, null=null, sampling=greedy)
+    finally:
+        fast.set_enabled(was)
+    assert torch.equal(with_native, plain)
+    assert not any(int8_meta.packs for int8_meta in _metas(lm))  # fbgemm never ran
+
+
+def _metas(lm: LMModel) -> list:
+    return [b.__dict__[_ATTR] for b in lm.buffers() if is_quantized(b)]
 
 
 def test_weight_bytes_drop_4x_and_fp32_weights_freed():
@@ -46,8 +100,8 @@ def test_weight_bytes_drop_4x_and_fp32_weights_freed():
     int8, replaced = quantized_weight_bytes(lm)
     assert replaced == fp32 and fp32 / int8 > 3.8  # 1 byte per weight + one fp32 scale per output row
     assert _linear_bytes(lm) == 0  # no fp32 copy left as a parameter
-    placeholder = lm.transformer.layers[0].linear1.weight
-    assert placeholder.dtype == torch.int8 and placeholder.untyped_storage().nbytes() == 1
+    quantized = lm.transformer.layers[0].linear1.weight
+    assert quantized.dtype == torch.int8 and quantized.untyped_storage().nbytes() == quantized.numel()
     # Embeddings, norms and output heads stay fp32 and unchanged.
     assert lm.linears[0].weight.dtype == torch.float32 and torch.equal(lm.emb[0].weight, embeddings_before)
     assert lm.out_norm.weight.dtype == torch.float32

@@ -62,12 +62,16 @@ static void gelu(float *x, int64_t n) {
     for (; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
 }
 
+/* Projection weights (in_w, out_w, cq_w, co_w, fc1_w, fc2_w) are contiguous [N, K]: fp32, or int8 where the
+ * matching scale (in_s ... fc2_s) gives one fp32 factor per row (NULL: fp32). in_w [3D, D] has rows q, k, v; cq_w
+ * [D, D] holds the cross-attention query rows. */
 typedef struct {
-    const float *norm1_w, *norm1_b, *in_w, *in_b, *out_w, *out_b;          /* in_w [3D, D]: rows q, k, v */
-    const float *normc_w, *normc_b, *cq_w, *cq_b, *co_w, *co_b;            /* cq_w [D, D]: the query rows */
+    const float *norm1_w, *norm1_b; const void *in_w; const float *in_b; const void *out_w; const float *out_b;
+    const float *normc_w, *normc_b; const void *cq_w; const float *cq_b; const void *co_w; const float *co_b;
     const float *cross_k, *cross_v;                                        /* [M, H, L, Dh] at cross_strides */
-    const float *norm2_w, *norm2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    const float *norm2_w, *norm2_b; const void *fc1_w; const float *fc1_b; const void *fc2_w; const float *fc2_b;
     float *keys, *values;                                                  /* [M, H, max_len, Dh] contiguous */
+    const float *in_s, *out_s, *cq_s, *co_s, *fc1_s, *fc2_s;
 } layer_t;
 
 typedef struct {
@@ -173,6 +177,15 @@ static void cross_attention(const plan_t *p, const layer_t *l) {
     }
 }
 
+/* y [M, N] (rows ldy apart) from x [M, K] and weight w [N, K]: fp32, or int8 with row scales (scale non-NULL). */
+static void product(const float *x, int64_t ldx, const void *w, const float *scale, const float *bias, float *y,
+                    int64_t ldy, int64_t M, int64_t N, int64_t K, int epilogue) {
+    if (scale)
+        wc_gemv_i8(x, ldx, (const int8_t *)w, K, scale, bias, y, ldy, M, N, K, epilogue);
+    else
+        wc_gemv(x, ldx, (const float *)w, K, bias, y, ldy, M, N, K, epilogue);
+}
+
 /* x [M, D] at cache position pos -> logits [M, codebooks, card]; x is updated in place (the residual stream).
  * Returns 1, or 0 (and does nothing) if pos is outside the cache. */
 int wavecraft_decode_step(const plan_t *p, float *x, int64_t pos, float *logits) {
@@ -183,20 +196,20 @@ int wavecraft_decode_step(const plan_t *p, float *x, int64_t pos, float *logits)
         for (int64_t i = 0; i < p->layers; ++i) {
             const layer_t *l = p->layer + i;
             layer_norm(x, l->norm1_w, l->norm1_b, p->normed, M, D, p->eps);
-            wc_gemv(p->normed, D, l->in_w, D, l->in_b, p->qkv, 3 * D, M, 3 * D, D, EPILOGUE_STORE);
+            product(p->normed, D, l->in_w, l->in_s, l->in_b, p->qkv, 3 * D, M, 3 * D, D, EPILOGUE_STORE);
             self_attention(p, l, pos);
-            wc_gemv(p->attn, D, l->out_w, D, l->out_b, x, D, M, D, D, EPILOGUE_ADD);
+            product(p->attn, D, l->out_w, l->out_s, l->out_b, x, D, M, D, D, EPILOGUE_ADD);
             if (l->cq_w) {
                 layer_norm(x, l->normc_w, l->normc_b, p->normed, M, D, p->eps);
-                wc_gemv(p->normed, D, l->cq_w, D, l->cq_b, p->qkv, D, M, D, D, EPILOGUE_STORE);
+                product(p->normed, D, l->cq_w, l->cq_s, l->cq_b, p->qkv, D, M, D, D, EPILOGUE_STORE);
                 cross_attention(p, l);
-                wc_gemv(p->attn, D, l->co_w, D, l->co_b, x, D, M, D, D, EPILOGUE_ADD);
+                product(p->attn, D, l->co_w, l->co_s, l->co_b, x, D, M, D, D, EPILOGUE_ADD);
             }
             layer_norm(x, l->norm2_w, l->norm2_b, p->normed, M, D, p->eps);
-            wc_gemv(p->normed, D, l->fc1_w, D, l->fc1_b, p->hidden, F, M, F, D, EPILOGUE_STORE);
+            product(p->normed, D, l->fc1_w, l->fc1_s, l->fc1_b, p->hidden, F, M, F, D, EPILOGUE_STORE);
 #pragma omp for schedule(static)
             for (int64_t m = 0; m < M; ++m) gelu(p->hidden + m * F, F);
-            wc_gemv(p->hidden, F, l->fc2_w, F, l->fc2_b, x, D, M, D, F, EPILOGUE_ADD);
+            product(p->hidden, F, l->fc2_w, l->fc2_s, l->fc2_b, x, D, M, D, F, EPILOGUE_ADD);
         }
         layer_norm(x, p->out_norm_w, p->out_norm_b, p->normed, M, D, p->eps);
         for (int64_t k = 0; k < p->codebooks; ++k)

@@ -9,8 +9,8 @@ cannot be built, oneDNN's packed path runs instead.
 The packed copy lives on the weight tensor itself (so it dies with it) and is rebuilt whenever the weight is
 modified in place (``Tensor._version``). It costs one extra copy of the decoder weights; callers turn packing off
 where memory is short (:func:`set_packing`). Training and non-CPU or non-fp32 inputs use ``F.linear``.
-Weights quantized by :func:`wavecraft.lm.quantize.quantize_int8` are int8 placeholders: they go to its int8
-kernel (the fp32 heads of a quantized model still take the fast fp32 path).
+Weights quantized by :func:`wavecraft.lm.quantize.quantize_int8` are int8: they go to its int8 kernels (the fp32
+heads of a quantized model still take the fast fp32 path).
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
            rows: tuple[int, int] | None = None) -> torch.Tensor:
     """``F.linear(x, weight[rows[0]:rows[1]], bias)``, through the fastest CPU kernel for its shape.
 
-    An int8 ``weight`` is a placeholder from :func:`wavecraft.lm.quantize.quantize_int8`: it runs the int8 kernel.
+    An int8 ``weight`` comes from :func:`wavecraft.lm.quantize.quantize_int8`: it runs the int8 kernels.
     """
     if weight.dtype == torch.int8:
-        return int8_linear(x, weight, bias, rows)
+        return int8_linear(x, weight, bias, rows, fast=_state["enabled"])
     w = weight if rows is None else weight[rows[0]:rows[1]]
     if not (_state["enabled"] and x.device.type == "cpu" and x.dtype == torch.float32
             and w.dtype == torch.float32 and not torch.is_grad_enabled()):

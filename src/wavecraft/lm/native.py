@@ -1,5 +1,5 @@
-"""Native CPU decoding kernels, compiled at first use and called through ctypes: the few-row fp32 matrix product
-of ``gemv.c`` (:func:`linear`) and the whole one-position step of ``decode.c`` (driven by
+"""Native CPU decoding kernels, compiled at first use and called through ctypes: the few-row matrix products of
+``gemv.c`` with fp32 or int8 weights (:func:`linear`) and the whole one-position step of ``decode.c`` (driven by
 :mod:`wavecraft.lm.native_step`).
 
 Decoding multiplies 2-8 rows (a CFG batch) by every weight matrix once per step, which is bound by how fast the
@@ -84,15 +84,16 @@ def _load() -> ctypes.CDLL | None:
         return None
     try:
         lib = ctypes.CDLL(str(_build(compiler)))
-        fn, step = lib.wavecraft_gemv_f32, lib.wavecraft_decode_step
+        fn, fn_i8, step = lib.wavecraft_gemv_f32, lib.wavecraft_gemv_i8, lib.wavecraft_decode_step
     except (OSError, subprocess.SubprocessError, AttributeError) as error:
         detail = getattr(error, "stderr", None) or error
         log.warning("could not build the native decoding kernel (%s): using PyTorch's kernels", detail)
         return None
     pointer, size = ctypes.c_void_p, ctypes.c_int64
     fn.argtypes = [pointer, size, pointer, size, pointer, pointer, size, size, size, size]
+    fn_i8.argtypes = [pointer, size, pointer, size, pointer, pointer, pointer, size, size, size, size]
     step.argtypes = [pointer, pointer, size, pointer]
-    fn.restype = step.restype = ctypes.c_int
+    fn.restype = fn_i8.restype = step.restype = ctypes.c_int
     return lib
 
 
@@ -122,33 +123,48 @@ def reset() -> None:
 
 
 def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether :func:`linear` takes these operands: CPU fp32, 2-D, at most ``MAX_ROWS`` rows, unit inner stride,
-    K a multiple of 8."""
-    return (x.dim() == 2 and x.shape[0] <= MAX_ROWS and x.dtype == weight.dtype == torch.float32
+    """Whether :func:`linear` takes these operands: CPU, 2-D, fp32 x and fp32 or int8 weight, at most ``MAX_ROWS``
+    rows, unit inner stride, K a multiple of 8."""
+    return (x.dim() == 2 and x.shape[0] <= MAX_ROWS and x.dtype == torch.float32
+            and weight.dtype in (torch.float32, torch.int8)
             and x.device.type == weight.device.type == "cpu" and weight.dim() == 2 and x.shape[1] % 8 == 0
             and x.stride(1) == 1 and weight.stride(1) == 1 and available())
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` for ``x [M, K]``, ``weight [N, K]`` that :func:`supports` accepts.
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           scale: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for ``x [M, K]``, ``weight [N, K]`` that :func:`supports` accepts; an int8
+    ``weight`` takes its per-row ``scale [N]``: ``(x weight^T) * scale + bias``.
 
     Under ``torch.compile`` it is the custom op ``wavecraft::few_row_linear``, which the compiled graph calls as an
     opaque kernel while fusing what lies between (norms, activations, residuals). Eager calls skip the op's
-    dispatch: its wrapper costs microseconds per call and imports torch._dynamo (2 s) on first use."""
+    dispatch: its wrapper costs microseconds per call and imports torch._dynamo (2 s) on first use. (Compiled
+    int8 models dequantize instead: :mod:`wavecraft.lm.quantize`.)"""
+    if weight.dtype == torch.int8:
+        if scale is None:
+            raise ValueError("an int8 weight needs its per-row scales")
+        return _run(x, weight, bias, scale)
     if torch.compiler.is_compiling():
         return _few_row_linear(x, weight, bias)
     return _run(x, weight, bias)
 
 
-def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    library()
+def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+         scale: torch.Tensor | None = None) -> torch.Tensor:
+    lib = library()
     m, k = x.shape
     n = weight.shape[0]
     if bias is not None:  # the kernel reads it as contiguous fp32
         bias = bias.to(torch.float32).contiguous()
     out = torch.empty(m, n, dtype=torch.float32)
-    _loaded["fn"](x.data_ptr(), x.stride(0), weight.data_ptr(), weight.stride(0),
-                  None if bias is None else bias.data_ptr(), out.data_ptr(), n, m, n, k)
+    bias_ptr = None if bias is None else bias.data_ptr()
+    if scale is None:
+        _loaded["fn"](x.data_ptr(), x.stride(0), weight.data_ptr(), weight.stride(0), bias_ptr, out.data_ptr(), n,
+                      m, n, k)
+    else:
+        scale = scale.to(torch.float32).contiguous()
+        lib.wavecraft_gemv_i8(x.data_ptr(), x.stride(0), weight.data_ptr(), weight.stride(0), scale.data_ptr(),
+                              bias_ptr, out.data_ptr(), n, m, n, k)
     return out
 
 

@@ -6,10 +6,11 @@ then costs one call: the ~400 small operations between the matrix products (norm
 residuals) run on the same threads as the products instead of being dispatched one by one from Python, which on a
 2-core CPU took about a third of a musicgen-small step.
 
-:func:`applies` says when a step can take this path: fp32 weights and caches on CPU, one new position, no autograd,
-the native kernels built (:mod:`wavecraft.lm.native`), and the fast kernels enabled
-(:func:`wavecraft.lm.linear.set_enabled`). Everything else (prefill, multi-step chunks, int8 or half-precision
-layers, GPUs, ``torch.compile``) runs the PyTorch layers.
+:func:`applies` says when a step can take this path: fp32 weights (the transformer projections may be int8 from
+:func:`wavecraft.lm.quantize.quantize_int8`) and caches on CPU, one new position, no autograd, the native kernels
+built (:mod:`wavecraft.lm.native`), and the fast kernels enabled (:func:`wavecraft.lm.linear.set_enabled`).
+Everything else (prefill, multi-step chunks, half-precision layers, GPUs, ``torch.compile``) runs the PyTorch
+layers.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import linear, native
+from .quantize import int8_scale, is_quantized
 
 if TYPE_CHECKING:
     from .model import DecodeState, LMModel
@@ -31,7 +33,8 @@ class _Layer(ctypes.Structure):
     _fields_ = [(name, _P) for name in (
         "norm1_w", "norm1_b", "in_w", "in_b", "out_w", "out_b",
         "normc_w", "normc_b", "cq_w", "cq_b", "co_w", "co_b", "cross_k", "cross_v",
-        "norm2_w", "norm2_b", "fc1_w", "fc1_b", "fc2_w", "fc2_b", "keys", "values")]
+        "norm2_w", "norm2_b", "fc1_w", "fc1_b", "fc2_w", "fc2_b", "keys", "values",
+        "in_s", "out_s", "cq_s", "co_s", "fc1_s", "fc2_s")]
 
 
 class _Plan(ctypes.Structure):
@@ -42,9 +45,10 @@ class _Plan(ctypes.Structure):
         ("score_len", ctypes.c_int64), ("normed", _P), ("qkv", _P), ("attn", _P), ("hidden", _P), ("scores", _P)]
 
 
-def _fp32_contiguous(tensors: list[torch.Tensor | None]) -> bool:
-    return all(t is None or (t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous())
-               for t in tensors)
+def _native_layout(tensors: list[torch.Tensor | None]) -> bool:
+    """CPU, contiguous, fp32 or int8-quantized."""
+    return all(t is None or ((t.dtype == torch.float32 or is_quantized(t)) and t.device.type == "cpu"
+                             and t.is_contiguous()) for t in tensors)
 
 
 def applies(lm: LMModel, state: DecodeState, sequence: torch.Tensor, prefix: torch.Tensor | None) -> bool:
@@ -57,8 +61,8 @@ def applies(lm: LMModel, state: DecodeState, sequence: torch.Tensor, prefix: tor
     cfg = lm.cfg
     if cfg.dim % 8 or (cfg.hidden_scale * cfg.dim) % 8 or not native.available():
         return False
-    # Buffers too: int8 quantization swaps weights for int8 placeholder buffers that own no memory.
-    return _fp32_contiguous([*lm.transformer.parameters(), *lm.transformer.buffers(), *lm.out_norm.parameters(),
+    # Buffers too: int8 quantization turns weights into buffers.
+    return _native_layout([*lm.transformer.parameters(), *lm.transformer.buffers(), *lm.out_norm.parameters(),
                              *lm.linears.parameters(), *state.keys, *state.values])
 
 
@@ -76,6 +80,11 @@ class DecodePlan:
             keep.append(t)
             return t.data_ptr()
 
+        def weight(w: torch.Tensor, rows: int | None = None) -> tuple[int | None, int | None]:
+            """Pointers to ``w[:rows]`` and, if int8, to its row scales."""
+            scale = int8_scale(w)[:rows] if is_quantized(w) else None
+            return ptr(w[:rows]), ptr(scale)
+
         # Cross keys/values are transposed views of one projection: contiguous copies make one layout for all layers.
         cross = [(k.float().contiguous(), v.float().contiguous()) for k, v in state.cross]
         cross_len, strides = (cross[0][0].shape[2], cross[0][0].stride()[:3]) if cross else (0, (0, 0, 0))
@@ -83,18 +92,18 @@ class DecodePlan:
         for i, (layer, spec) in enumerate(zip(lm.transformer.layers, layers, strict=True)):
             sa = layer.self_attn
             spec.norm1_w, spec.norm1_b = ptr(layer.norm1.weight), ptr(layer.norm1.bias)
-            spec.in_w, spec.in_b = ptr(sa.in_proj_weight), ptr(sa.in_proj_bias)
-            spec.out_w, spec.out_b = ptr(sa.out_proj.weight), ptr(sa.out_proj.bias)
+            (spec.in_w, spec.in_s), spec.in_b = weight(sa.in_proj_weight), ptr(sa.in_proj_bias)
+            (spec.out_w, spec.out_s), spec.out_b = weight(sa.out_proj.weight), ptr(sa.out_proj.bias)
             spec.norm2_w, spec.norm2_b = ptr(layer.norm2.weight), ptr(layer.norm2.bias)
-            spec.fc1_w, spec.fc1_b = ptr(layer.linear1.weight), ptr(layer.linear1.bias)
-            spec.fc2_w, spec.fc2_b = ptr(layer.linear2.weight), ptr(layer.linear2.bias)
+            (spec.fc1_w, spec.fc1_s), spec.fc1_b = weight(layer.linear1.weight), ptr(layer.linear1.bias)
+            (spec.fc2_w, spec.fc2_s), spec.fc2_b = weight(layer.linear2.weight), ptr(layer.linear2.bias)
             spec.keys, spec.values = ptr(state.keys[i]), ptr(state.values[i])
             if cross:
                 ca = layer.cross_attention
                 spec.normc_w, spec.normc_b = ptr(layer.norm_cross.weight), ptr(layer.norm_cross.bias)
-                spec.cq_w = ptr(ca.in_proj_weight[:cfg.dim])
+                spec.cq_w, spec.cq_s = weight(ca.in_proj_weight, cfg.dim)
                 spec.cq_b = ptr(None if ca.in_proj_bias is None else ca.in_proj_bias[:cfg.dim])
-                spec.co_w, spec.co_b = ptr(ca.out_proj.weight), ptr(ca.out_proj.bias)
+                (spec.co_w, spec.co_s), spec.co_b = weight(ca.out_proj.weight), ptr(ca.out_proj.bias)
                 spec.cross_k, spec.cross_v = ptr(cross[i][0]), ptr(cross[i][1])
 
         heads_w = (_P * cfg.n_q)(*[ptr(head.weight) for head in lm.linears])

@@ -2,22 +2,26 @@
 
 Decoding one token per step is a chain of matrix-vector products bound by how fast weights stream from memory,
 so storing them in int8 (a quarter of fp32) cuts the bytes each step reads by about 4x. Each output channel
-(row of ``W [out, in]``) gets its own scale ``max|W_row| / 127`` (symmetric, zero point 0).
+(row of ``W [out, in]``) gets its own scale ``max|W_row| / 127`` (symmetric, zero point 0). The quantization is
+weight-only: inputs, products and sums stay fp32, ``y = (x q^T) * scale + bias``.
 
-Kernel: fbgemm's ``quantized::linear_dynamic`` (what ``torch.ao.quantization.quantize_dynamic`` runs), fed
-per-channel prepacked weights directly. It quantizes each input to uint8 on the fly (one scale per call) and
-accumulates in int32. On the AVX2 development CPU it ran a ``[2, 1024] x [1024, 4096]`` product about 3x faster
-than oneDNN fp32 with packed weights, while the strictly weight-only ``aten._weight_int8pack_mm`` was slower
-than plain fp32 (see ``benchmarks/bench_generate.py``). Inputs use 7 bits (``reduce_range``): AVX2 kernels
-without VNNI sum pairs of uint8 x int8 products in saturating int16, which 8-bit inputs overflow (at the
-musicgen-small size, teacher-forced top-1 agreement with fp32 fell from 0.91 to 0.85 with 8-bit inputs; rounding
-only the weights gives 0.96 on those random weights, whose logits are nearly tied).
+Kernels, by what this machine has:
+
+* the native kernels (:mod:`wavecraft.lm.native`): ``gemv.c`` widens each group of 8 int8 weights to fp32 in
+  registers. Decoding steps run in ``decode.c`` (the whole native step) and every product of up to 32 rows here.
+  At the musicgen-small size the native int8 step is ~2x faster than fbgemm's, which quantizes inputs too (below).
+* larger products (a prefill, a teacher-forced pass), and ``torch.compile``: ``F.linear`` with the dequantized
+  weight, one matrix at a time. The same numbers as the native kernels, where the product is compute-bound anyway.
+* without the native kernels: fbgemm's ``quantized::linear_dynamic`` (what ``torch.ao.quantization.quantize_dynamic``
+  runs), packed from the same int8 weights and scales at first use. It also quantizes each input, to 7 bits
+  (``reduce_range``: AVX2 kernels without VNNI sum pairs of uint8 x int8 products in saturating int16), with one
+  scale per call, which costs accuracy: at the musicgen-small size on random weights, teacher-forced top-1
+  agreement with fp32 was 0.92 for fbgemm and 0.96 for weight-only int8 (whose logits are nearly tied).
 
 Only the transformer layers are quantized (self-attention in/out projections, cross-attention projections, FFN);
 embeddings, norms and the output heads stay fp32, as the reference keeps them in full precision. A quantized
-weight is replaced by an int8 placeholder of the same shape that owns no memory (a broadcast single byte) and
-carries the packed weight(s); :func:`wavecraft.lm.linear.linear` recognises it by its dtype. The fp32 weights are
-freed.
+weight becomes an int8 buffer of the same shape carrying its scales (:func:`int8_scale`);
+:func:`wavecraft.lm.linear.linear` recognises it by its dtype. The fp32 weights are freed.
 """
 
 from __future__ import annotations
@@ -26,21 +30,33 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import logging
 import platform
 import warnings
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WavecraftError
+from . import native
 
 if TYPE_CHECKING:
     from .model import LMModel
 
+log = logging.getLogger(__name__)
+
 QUANTIZE_METHODS = ("int8",)
-_ATTR = "_wavecraft_int8"  # on a placeholder: {rows: packed weight}
+_ATTR = "_wavecraft_int8"  # on a quantized weight: its _Int8
 Rows = tuple[int, int] | None
+
+
+@dataclass
+class _Int8:
+    scale: torch.Tensor  # [out] fp32
+    packs: dict = field(default_factory=dict)  # {rows: fbgemm packed weight}, built where fbgemm runs the products
 
 
 class QuantizationError(WavecraftError, ValueError):
@@ -66,37 +82,33 @@ def is_quantized(weight: torch.Tensor) -> bool:
     return weight.dtype == torch.int8 and _ATTR in weight.__dict__
 
 
-def _kernel_available() -> bool:
+def _fbgemm_available() -> bool:
     return "fbgemm" in torch.backends.quantized.supported_engines or "x86" in torch.backends.quantized.supported_engines
 
 
-def _pack_rows(weight: torch.Tensor) -> torch.ScriptObject:
-    """``weight [out, in]`` fp32 -> fbgemm packed int8 with one scale per output channel."""
-    w = weight.detach().float().contiguous()
-    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12).double()  # an all-zero row still needs a scale > 0
-    zero_points = torch.zeros(w.shape[0], dtype=torch.long)
-    with warnings.catch_warnings():  # quantize_per_channel announces its future deprecation on every call
-        warnings.simplefilter("ignore")
-        qweight = torch.quantize_per_channel(w, scales, zero_points, 0, torch.qint8)
-        return torch.ops.quantized.linear_prepack(qweight, None)
+def int8_scale(weight: torch.Tensor) -> torch.Tensor:
+    """The per-row scales ``[out]`` of a weight quantized by :func:`quantize_int8`."""
+    return weight.__dict__[_ATTR].scale
 
 
-def _placeholder(weight: torch.Tensor, packs: dict[Rows, torch.ScriptObject]) -> torch.Tensor:
-    """An int8 ``[out, in]`` tensor backed by one byte (stride 0) that carries the packed weights."""
-    holder = torch.zeros((), dtype=torch.int8).expand(weight.shape)
-    holder.__dict__[_ATTR] = packs
-    return holder
+def _quantize_rows(weight: torch.Tensor) -> torch.Tensor:
+    """``weight [out, in]`` fp32 -> int8 ``[out, in]`` carrying one scale per row (``max|row| / 127``)."""
+    w = weight.detach().float()
+    scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)  # an all-zero row still needs a scale > 0
+    q = (w / scale[:, None]).round_().clamp_(-127, 127).to(torch.int8)
+    q.__dict__[_ATTR] = _Int8(scale.contiguous())
+    return q
 
 
-def _replace(module: nn.Module, name: str, rows: list[Rows]) -> None:
-    """Swap parameter ``module.name`` for a quantized placeholder packed for each row slice (``None`` = all)."""
+def _replace(module: nn.Module, name: str) -> None:
+    """Swap parameter ``module.name`` for its int8 quantization (a buffer)."""
     weight = getattr(module, name)
     if is_quantized(weight):
         return
-    packs = {r: _pack_rows(weight if r is None else weight[r[0]:r[1]]) for r in rows}
+    quantized = _quantize_rows(weight)
     # Drop every reference to the fp32 tensor (parameter and any oneDNN-packed copy hanging off it).
     delattr(module, name)
-    module.register_buffer(name, _placeholder(weight, packs), persistent=False)
+    module.register_buffer(name, quantized, persistent=False)
 
 
 def quantize_int8(lm: LMModel) -> LMModel:
@@ -107,18 +119,15 @@ def quantize_int8(lm: LMModel) -> LMModel:
     device = lm.linears[0].weight.device
     if device.type != "cpu":
         raise QuantizationError(f"int8 quantization runs on CPU only; the model is on {device} (use device='cpu')")
-    if not _kernel_available():
-        raise QuantizationError("this PyTorch build has no fbgemm/x86 quantized engine for int8 linears")
-    dim = lm.cfg.dim
+    if not native.available() and not _fbgemm_available():
+        log.warning("no native kernels and no fbgemm here: int8 weights are dequantized for every product, "
+                    "which is slower than fp32")
     for layer in lm.transformer.layers:
-        _replace(layer.self_attn, "in_proj_weight", [None])
-        _replace(layer.self_attn.out_proj, "weight", [None])
+        modules = [layer.self_attn, layer.self_attn.out_proj, layer.linear1, layer.linear2]
         if hasattr(layer, "cross_attention"):
-            # Cross-attention always multiplies by one third of the fused [q; k; v] weight at a time.
-            _replace(layer.cross_attention, "in_proj_weight", [(i * dim, (i + 1) * dim) for i in range(3)])
-            _replace(layer.cross_attention.out_proj, "weight", [None])
-        _replace(layer.linear1, "weight", [None])
-        _replace(layer.linear2, "weight", [None])
+            modules += [layer.cross_attention, layer.cross_attention.out_proj]
+        for module in modules:
+            _replace(module, "in_proj_weight" if hasattr(module, "in_proj_weight") else "weight")
     lm.requires_grad_(False)
     _release_freed_memory()
     return lm
@@ -139,16 +148,33 @@ def quantized_weight_bytes(lm: nn.Module) -> tuple[int, int]:
     return int8_bytes, fp32_bytes
 
 
-def int8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rows: Rows) -> torch.Tensor:
-    """``F.linear(x, W[rows], bias)`` for a quantized placeholder ``weight``: ``x [..., in] -> [..., out]``."""
-    packs: dict[Rows, torch.ScriptObject] = weight.__dict__[_ATTR]
-    packed = packs.get(rows)
-    if packed is None:
-        raise RuntimeError(f"int8 weight was not packed for rows {rows}")
+def int8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rows: Rows,
+                fast: bool = True) -> torch.Tensor:
+    """``F.linear(x, W[rows], bias)`` for a quantized ``weight``: ``x [..., in] -> [..., out]``. ``fast=False``
+    multiplies by the dequantized weight (the plain path, the reference the kernels are tested against)."""
     if x.dtype != torch.float32:
         raise QuantizationError(f"int8 linears take float32 inputs, got {x.dtype}")
+    meta: _Int8 = weight.__dict__[_ATTR]
+    q, scale = (weight, meta.scale) if rows is None else (weight[rows[0]:rows[1]], meta.scale[rows[0]:rows[1]])
+    flat = x.reshape(-1, x.shape[-1])
+    fast = fast and not torch.compiler.is_compiling()
+    if fast and native.supports(flat, q):
+        return native.linear(flat.contiguous(), q, bias, scale).view(*x.shape[:-1], q.shape[0])
+    if not fast or native.available() or not _fbgemm_available():  # weight-only, as the native kernels
+        return F.linear(flat, q.float() * scale[:, None], bias).view(*x.shape[:-1], q.shape[0])
+    packed = meta.packs.get(rows)
+    if packed is None:
+        packed = meta.packs[rows] = _fbgemm_pack(q, scale)
     out = torch.ops.quantized.linear_dynamic(x.contiguous(), packed, True)  # reduce_range: see module docstring
     return out if bias is None else out + bias
+
+
+def _fbgemm_pack(q: torch.Tensor, scale: torch.Tensor) -> torch.ScriptObject:
+    zero_points = torch.zeros(q.shape[0], dtype=torch.long)
+    with warnings.catch_warnings():  # quantized tensors announce their future deprecation on every creation
+        warnings.simplefilter("ignore")
+        qweight = torch._make_per_channel_quantized_tensor(q.contiguous(), scale.double(), zero_points, 0)
+        return torch.ops.quantized.linear_prepack(qweight, None)
 
 
 def _release_freed_memory() -> None:
@@ -157,3 +183,4 @@ def _release_freed_memory() -> None:
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+
