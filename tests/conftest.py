@@ -26,6 +26,18 @@ def golden_repo(golden: Path, lm: str, folder: Path) -> Path:
     return folder
 
 
+@pytest.fixture
+def native_off(monkeypatch):
+    """The native kernels unavailable (as on a machine without a compiler); restored afterwards."""
+    from wavecraft.lm import native
+
+    monkeypatch.setenv("WAVECRAFT_NATIVE", "0")
+    native.reset()
+    yield
+    monkeypatch.undo()
+    native.reset()
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)

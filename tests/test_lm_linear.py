@@ -21,16 +21,6 @@ from wavecraft.lm.model import LMModel
 can_build = native._cpu_supported() and native._torch_uses_libgomp() and (shutil.which("cc") or shutil.which("gcc"))
 
 
-@pytest.fixture
-def native_off(monkeypatch):
-    """The native kernel unavailable (as on a machine without a compiler); restored afterwards."""
-    monkeypatch.setenv("WAVECRAFT_NATIVE", "0")
-    native.reset()
-    yield
-    monkeypatch.undo()
-    native.reset()
-
-
 def check_matches_f_linear():
     weight = torch.randn(96, 32)
     bias = torch.randn(96)

@@ -53,16 +53,6 @@ def check_agreement() -> LMModel:
     return lm
 
 
-@pytest.fixture
-def native_off(monkeypatch):
-    """The native kernels unavailable (as on a machine without a compiler): fbgemm runs the int8 products."""
-    monkeypatch.setenv("WAVECRAFT_NATIVE", "0")
-    native.reset()
-    yield
-    monkeypatch.undo()
-    native.reset()
-
-
 def test_teacher_forced_top1_agreement_with_fbgemm(native_off):
     """fbgemm also quantizes the inputs (7 bits): still within the bound, through its packed weights."""
     assert not native.available()
