@@ -159,7 +159,7 @@ class LMModel(nn.Module):
         compiling removes is per-step Python and kernel-launch overhead, which pays off on long or repeated
         generations (the first one pays the compile time). On CPU, wherever the native step of
         :mod:`wavecraft.lm.native_step` applies it runs instead (it has no such overhead left and was faster than
-        any compiled step measured); the compiled step serves the rest (GPUs, int8, no C compiler). See
+        any compiled step measured); the compiled step serves the rest (GPUs, half precision, no C compiler). See
         ``benchmarks/bench_generate.py --compile``.
         """
         native.available()  # build the native kernel now: tracing would break the graph at its build

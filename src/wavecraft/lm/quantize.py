@@ -10,7 +10,7 @@ Kernels, by what this machine has:
 * the native kernels (:mod:`wavecraft.lm.native`): ``gemv.c`` widens each group of 8 int8 weights to fp32 in
   registers. Decoding steps run in ``decode.c`` (the whole native step) and every product of up to 32 rows here.
   At the musicgen-small size a native int8 step took 39 ms, against 55 ms for the PyTorch layers on fbgemm.
-* larger products (a prefill, a teacher-forced pass), and ``torch.compile``: ``F.linear`` with the dequantized
+* larger products (a prefill, a teacher-forced pass): ``F.linear`` with the dequantized
   weight, one matrix at a time. The same numbers as the native kernels, where the product is compute-bound anyway.
 * without the native kernels: fbgemm's ``quantized::linear_dynamic`` (what ``torch.ao.quantization.quantize_dynamic``
   runs), packed from the same int8 weights and scales at first use. It also quantizes each input, to 7 bits
@@ -148,6 +148,7 @@ def quantized_weight_bytes(lm: nn.Module) -> tuple[int, int]:
     return int8_bytes, fp32_bytes
 
 
+@torch.compiler.disable  # dynamo cannot trace the scales kept on the tensor: a compiled step calls this eagerly
 def int8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rows: Rows,
                 fast: bool = True) -> torch.Tensor:
     """``F.linear(x, W[rows], bias)`` for a quantized ``weight``: ``x [..., in] -> [..., out]``. ``fast=False``
@@ -157,7 +158,6 @@ def int8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     meta: _Int8 = weight.__dict__[_ATTR]
     q, scale = (weight, meta.scale) if rows is None else (weight[rows[0]:rows[1]], meta.scale[rows[0]:rows[1]])
     flat = x.reshape(-1, x.shape[-1])
-    fast = fast and not torch.compiler.is_compiling()
     if fast and native.supports(flat, q):
         return native.linear(flat.contiguous(), q, bias, scale).view(*x.shape[:-1], q.shape[0])
     if not fast or native.available() or not _fbgemm_available():  # weight-only, as the native kernels
