@@ -97,8 +97,8 @@ def _load() -> ctypes.CDLL | None:
     return lib
 
 
-# "lib": the library or None, once tried; "fn": its product kernel. A plain dict so that torch.compile traces the
-# lookups.
+# "lib": the library or None, once tried; "fn", "fn_i8": its fp32 and int8 product kernels. A plain dict so that
+# torch.compile traces the lookups.
 _loaded: dict = {}
 
 
@@ -107,6 +107,7 @@ def available() -> bool:
     if "lib" not in _loaded:
         lib = _loaded["lib"] = _load()
         _loaded["fn"] = None if lib is None else lib.wavecraft_gemv_f32
+        _loaded["fn_i8"] = None if lib is None else lib.wavecraft_gemv_i8
     return _loaded["lib"] is not None
 
 
@@ -138,8 +139,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
     Under ``torch.compile`` it is the custom op ``wavecraft::few_row_linear``, which the compiled graph calls as an
     opaque kernel while fusing what lies between (norms, activations, residuals). Eager calls skip the op's
-    dispatch: its wrapper costs microseconds per call and imports torch._dynamo (2 s) on first use. (Compiled
-    int8 models dequantize instead: :mod:`wavecraft.lm.quantize`.)"""
+    dispatch: its wrapper costs microseconds per call and imports torch._dynamo (2 s) on first use. (int8
+    products run eagerly inside compiled code: :func:`wavecraft.lm.quantize.int8_linear`.)"""
     if weight.dtype == torch.int8:
         if scale is None:
             raise ValueError("an int8 weight needs its per-row scales")
@@ -151,7 +152,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
          scale: torch.Tensor | None = None) -> torch.Tensor:
-    lib = library()
+    library()
     m, k = x.shape
     n = weight.shape[0]
     if bias is not None:  # the kernel reads it as contiguous fp32
@@ -163,8 +164,8 @@ def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                       m, n, k)
     else:
         scale = scale.to(torch.float32).contiguous()
-        lib.wavecraft_gemv_i8(x.data_ptr(), x.stride(0), weight.data_ptr(), weight.stride(0), scale.data_ptr(),
-                              bias_ptr, out.data_ptr(), n, m, n, k)
+        _loaded["fn_i8"](x.data_ptr(), x.stride(0), weight.data_ptr(), weight.stride(0), scale.data_ptr(),
+                         bias_ptr, out.data_ptr(), n, m, n, k)
     return out
 
 
