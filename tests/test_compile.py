@@ -15,17 +15,11 @@ from wavecraft.lm.quantize import quantize_int8
 def test_compiled_int8_decoding_matches_eager(native_off):
     """int8 weights under torch.compile (where the native step cannot run): the int8 products run eagerly inside
     the compiled step, with the same greedy tokens."""
-    torch.manual_seed(0)
-    lm = quantize_int8(LMModel(LMConfig(dim=64, num_heads=4, num_layers=2, card=64, n_q=4, delays=(0, 1, 2, 3),
-                                        cross_attention=True)).eval())
-    cond = Conditions(cross_src=torch.randn(2, 3, 64), cross_mask=torch.ones(2, 3, dtype=torch.long))
-    null = Conditions(cross_src=torch.zeros(2, 3, 64), cross_mask=torch.zeros(2, 3, dtype=torch.long))
+    lm, cond, null = tiny_lm_and_conditions()
+    quantize_int8(lm)
     greedy = SamplingParams(use_sampling=False)
     eager = generate(lm, cond, 16, null=null, sampling=greedy)
-    lm.compile_decoding()
-    calls = []
-    compiled = lm._compiled_step
-    lm._compiled_step = lambda *args: calls.append(1) or compiled(*args)
+    calls = compile_counting(lm)
     assert torch.equal(generate(lm, cond, 16, null=null, sampling=greedy), eager) and len(calls) >= 15
 
 
@@ -42,20 +36,10 @@ def test_compiled_decoding_matches_eager_greedy_tokens(monkeypatch):
 
 
 def check_compiled_decoding(expect_compiled: bool) -> None:
-    torch.manual_seed(0)
-    lm = LMModel(LMConfig(dim=64, num_heads=4, num_layers=2, card=64, n_q=4, delays=(0, 1, 2, 3),
-                          cross_attention=True)).eval()
-    cond = Conditions(cross_src=torch.randn(2, 3, 64), cross_mask=torch.ones(2, 3, dtype=torch.long),
-                      summed=torch.randn(2, 20, 64))
-    null = Conditions(cross_src=torch.zeros(2, 3, 64), cross_mask=torch.zeros(2, 3, dtype=torch.long),
-                      summed=torch.zeros(2, 20, 64))
+    lm, cond, null = tiny_lm_and_conditions(summed=True)
     greedy = SamplingParams(use_sampling=False)
     eager = generate(lm, cond, 24, null=null, sampling=greedy)
-
-    lm.compile_decoding()
-    calls = []
-    compiled = lm._compiled_step
-    lm._compiled_step = lambda *args: calls.append(1) or compiled(*args)
+    calls = compile_counting(lm)
     again = generate(lm, cond, 24, null=null, sampling=greedy)
     assert torch.equal(again, eager)
     if expect_compiled:
@@ -67,3 +51,25 @@ def check_compiled_decoding(expect_compiled: bool) -> None:
     reference.load_state_dict(lm.state_dict())
     assert torch.equal(generate(lm, cond, 16, null=null, sampling=greedy),
                        generate(reference, cond, 16, null=null, sampling=greedy))
+
+
+def tiny_lm_and_conditions(summed: bool = False) -> tuple[LMModel, Conditions, Conditions]:
+    """A random 2-layer LM with cross-attention, a text condition and its null (CFG) condition; ``summed`` adds a
+    summed condition (as a melody chroma)."""
+    torch.manual_seed(0)
+    lm = LMModel(LMConfig(dim=64, num_heads=4, num_layers=2, card=64, n_q=4, delays=(0, 1, 2, 3),
+                          cross_attention=True)).eval()
+    cond = Conditions(cross_src=torch.randn(2, 3, 64), cross_mask=torch.ones(2, 3, dtype=torch.long),
+                      summed=torch.randn(2, 20, 64) if summed else None)
+    null = Conditions(cross_src=torch.zeros(2, 3, 64), cross_mask=torch.zeros(2, 3, dtype=torch.long),
+                      summed=torch.zeros(2, 20, 64) if summed else None)
+    return lm, cond, null
+
+
+def compile_counting(lm: LMModel) -> list:
+    """Compile ``lm``'s decoding; the returned list grows by one per call of the compiled step."""
+    lm.compile_decoding()
+    calls: list = []
+    compiled = lm._compiled_step
+    lm._compiled_step = lambda *args: calls.append(1) or compiled(*args)
+    return calls
