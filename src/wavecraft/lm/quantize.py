@@ -161,7 +161,7 @@ def int8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     if fast and native.supports(flat, q):
         return native.linear(flat.contiguous(), q, bias, scale).view(*x.shape[:-1], q.shape[0])
     if not fast or native.available() or not _fbgemm_available():  # weight-only, as the native kernels
-        return F.linear(flat, q.float() * scale[:, None], bias).view(*x.shape[:-1], q.shape[0])
+        return F.linear(flat, q.float().mul_(scale[:, None]), bias).view(*x.shape[:-1], q.shape[0])
     packed = meta.packs.get(rows)
     if packed is None:
         packed = meta.packs[rows] = _fbgemm_pack(q, scale)
