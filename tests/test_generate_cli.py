@@ -93,14 +93,16 @@ def test_sfx_with_audiogen_checkpoint(sfx_repo, tmp_path):
     (["x", "--duration", "nan"], "duration"),
     (["x", "--extend-stride", "40"], "extend_stride"),
     (["x", "--continue-from", "/nonexistent.wav"], "not found"),
-    (["x", "--format", "wav", "-o", "a.xyz"], None),
+    (["x", "--format", "wav", "-o", "{tmp}/a.xyz"], None),
 ])
 def test_generate_bad_input(music_repo, t5_base, tmp_path, capsys, extra, message):
+    extra = [a.format(tmp=tmp_path) for a in extra]
     code = main(["generate", *extra, "--model", str(music_repo), "--text-encoder", t5_base, "--no-progress",
                  *([] if "-o" in extra else ["-o", str(tmp_path / "o.wav")])])
     err = capsys.readouterr().err
     if message is None:  # an explicit --format wins over an odd suffix
         assert code == 0
+        assert sf.info(tmp_path / "a.xyz.wav").format == "WAV"
         return
     assert code == 1 and err.startswith("wavecraft: error:") and err.count("\n") == 1 and message in err, err
     assert not list(tmp_path.iterdir())
