@@ -71,11 +71,23 @@ class SelfAttention(_Attention):
         super().__init__(cfg)
         self.causal = cfg.causal
 
-    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos: int) -> torch.Tensor:
-        """``x [B, T, D]`` at positions ``pos..pos+T-1``; ``keys/values [B, H, L, Dh]`` caches, updated in place."""
+    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos: int | torch.Tensor
+                ) -> torch.Tensor:
+        """``x [B, T, D]`` at positions ``pos..pos+T-1``; ``keys/values [B, H, L, Dh]`` caches, updated in place.
+
+        A tensor ``pos [1]`` (one position, the static decode step) attends over the whole cache with the
+        positions after ``pos`` masked, so that shapes stay the same from step to step; the cache must then hold
+        finite values beyond ``pos`` (zeros), as masked scores still multiply them.
+        """
         b, t, d = x.shape
         qkv = linear(x, self.in_proj_weight, self.in_proj_bias).view(b, t, 3, self.num_heads, d // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, H, T, Dh]
+        if isinstance(pos, torch.Tensor):
+            keys.index_copy_(2, pos, k)
+            values.index_copy_(2, pos, v)
+            visible = (torch.arange(keys.shape[2], device=x.device) <= pos).view(1, 1, 1, -1)  # [1, 1, 1, L]
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
+            return linear(out.transpose(1, 2).reshape(b, t, d), self.out_proj.weight, self.out_proj.bias)
         keys[:, :, pos:pos + t] = k
         values[:, :, pos:pos + t] = v
         k_all, v_all = keys[:, :, :pos + t], values[:, :, :pos + t]
@@ -122,8 +134,8 @@ class TransformerLayer(nn.Module):
         self.linear2 = nn.Linear(cfg.hidden_scale * cfg.dim, cfg.dim, bias=cfg.bias_ff)
         self.norm2 = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
 
-    def forward(self, x: torch.Tensor, state: DecodeState, index: int) -> torch.Tensor:
-        x = x + self.self_attn(self.norm1(x), state.keys[index], state.values[index], state.pos)
+    def forward(self, x: torch.Tensor, state: DecodeState, index: int, pos: int | torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.norm1(x), state.keys[index], state.values[index], pos)
         if state.cross:
             x = x + self.cross_attention(self.norm_cross(x), state.cross[index], state.cross_mask)
         hidden = F.gelu(linear(self.norm2(x), self.linear1.weight, self.linear1.bias))
@@ -155,15 +167,19 @@ class LMModel(nn.Module):
     def compile_decoding(self, mode: str | None = None) -> None:
         """Run one-step decoding calls through ``torch.compile`` (prefill and multi-step chunks stay eager).
 
-        Positions are symbolic (``dynamic=True``), so a generation compiles once rather than once per step. What
-        compiling removes is per-step Python and kernel-launch overhead, which pays off on long or repeated
-        generations (the first one pays the compile time). On CPU, wherever the native step of
-        :mod:`wavecraft.lm.native_step` applies it runs instead (it has no such overhead left and was faster than
-        any compiled step measured); the compiled step serves the rest (GPUs, half precision, no C compiler). See
+        The compiled function is :meth:`_static_step`: the position is a tensor and attention spans the whole
+        cache, so every step of a generation has the same shapes and the same host-side inputs and one compiled
+        graph serves them all (another cache length compiles once more, then with a symbolic length). That is
+        what ``mode="reduce-overhead"`` needs to capture the step as a CUDA graph and replay it: the caches are
+        marked static addresses, so a replay writes them in place rather than copying them in. What compiling
+        removes is per-step Python and kernel-launch overhead, which pays off on long or repeated generations
+        (the first one pays the compile time). On CPU, wherever the native step of :mod:`wavecraft.lm.native_step`
+        applies it runs instead (it has no such overhead left and was faster than any compiled step measured);
+        the compiled step serves the rest (GPUs, half precision, no C compiler). See
         ``benchmarks/bench_generate.py --compile``.
         """
         native.available()  # build the native kernel now: tracing would break the graph at its build
-        self._compiled_step = torch.compile(self._step, dynamic=True, mode=mode)
+        self._compiled_step = torch.compile(self._static_step, mode=mode)
 
     @property
     def compiled(self) -> bool:
@@ -195,11 +211,16 @@ class LMModel(nn.Module):
         """
         ref = self.transformer.layers[0].norm1.weight  # the layers' dtype and device
         shape = (batch, self.cfg.num_heads, max_len, self.cfg.head_dim)
-        # Uninitialised: a position is written before anything reads it. Zero-filling the musicgen-small caches of
-        # a 10 s clip (200 MB) took about 0.1 s before the first step, a tenth of the time to the first audio.
-        state = DecodeState(keys=[ref.new_empty(shape) for _ in self.transformer.layers],
-                            values=[ref.new_empty(shape) for _ in self.transformer.layers],
+        # Uninitialised where only written positions are read. Zero-filling the musicgen-small caches of a 10 s
+        # clip (200 MB) took about 0.1 s before the first step, a tenth of the time to the first audio. The
+        # compiled step reads (masked) the whole cache: it needs zeros, as garbage could be NaN.
+        new = ref.new_zeros if self.compiled else ref.new_empty
+        state = DecodeState(keys=[new(shape) for _ in self.transformer.layers],
+                            values=[new(shape) for _ in self.transformer.layers],
                             summed=None if summed is None else summed.to(self.out_norm.weight.dtype))
+        if self.compiled:
+            for cache in state.keys + state.values:
+                torch._dynamo.mark_static_address(cache)
         if self.cfg.cross_attention:
             if cross_src is None:
                 raise ValueError("this model has cross-attention and needs a condition (cross_src)")
@@ -220,6 +241,24 @@ class LMModel(nn.Module):
             out = out + self.emb[k](sequence[:, k])
         return out
 
+    def _input(self, sequence: torch.Tensor, summed: torch.Tensor | None, steps: torch.Tensor) -> torch.Tensor:
+        """Embedded codes plus the summed condition: ``sequence [B, K, S]`` at sequence steps ``steps [S]``."""
+        x = self.embed(sequence)
+        if summed is not None:
+            # Input step s predicts codebook 0's frame s (the pattern's first step is empty), so it gets frame s.
+            x = x + summed[:, steps.clamp(max=summed.shape[1] - 1)]
+        return x
+
+    def _with_positions(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """``x [B, S, D]`` plus the sinusoidal embedding of ``positions [S]``."""
+        embedding = sin_embedding(positions.view(1, -1, 1), self.cfg.dim, self.cfg.max_period)
+        return x + self.cfg.positional_scale * embedding.to(x.dtype)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, S, D]`` transformer output -> ``[B, K, S, card]`` logits (norm and heads in float32)."""
+        x = self.out_norm(x.to(self.out_norm.weight.dtype))
+        return torch.stack([linear(x, head.weight, head.bias) for head in self.linears], dim=1)
+
     def step(self, sequence: torch.Tensor, state: DecodeState, prefix: torch.Tensor | None = None) -> torch.Tensor:
         """Run the next ``S`` steps incrementally: ``sequence [B, K, S] -> logits [B, K, S, card]``.
 
@@ -228,23 +267,40 @@ class LMModel(nn.Module):
         """
         if (self._compiled_step is not None and prefix is None and sequence.shape[-1] == 1 and state.pos > 0
                 and not native_step.applies(self, state, sequence, prefix)):
-            return self._compiled_step(sequence, state)
+            if state.pos >= state.max_len:
+                raise ValueError(f"decode state holds {state.max_len} positions, {state.pos + 1} needed")
+            pos = torch.full((1,), state.pos, dtype=torch.long, device=sequence.device)
+            step = torch.full((1,), state.steps, dtype=torch.long, device=sequence.device)
+            # A CUDA-graph replay returns its static output buffer, which the next replay overwrites: two-step CFG
+            # calls twice before reading either result.
+            logits = self._compiled_step(sequence, state, pos, step).clone()
+            state.pos += 1
+            state.steps += 1
+            return logits
         return self._step(sequence, state, prefix)
 
+    def _static_step(self, sequence: torch.Tensor, state: DecodeState, pos: torch.Tensor, step: torch.Tensor
+                     ) -> torch.Tensor:
+        """One position, given as tensors: ``sequence [B, K, 1]`` at cache position ``pos [1]`` and sequence step
+        ``step [1]`` -> logits ``[B, K, 1, card]``. Reads nothing from ``state`` that changes between steps (the
+        caller advances ``state.pos``/``steps``), so its compiled graph never needs recompiling within a
+        generation (see :meth:`compile_decoding`)."""
+        x = self._with_positions(self._input(sequence, state.summed, step), pos)
+        x = x.to(state.keys[0].dtype)
+        for i, layer in enumerate(self.transformer.layers):
+            x = layer(x, state, i, pos)
+        return self._heads(x)
+
     def _step(self, sequence: torch.Tensor, state: DecodeState, prefix: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.embed(sequence)
-        if state.summed is not None:
-            # Input step s predicts codebook 0's frame s (the pattern's first step is empty), so it gets frame s.
-            frames = torch.arange(state.steps, state.steps + x.shape[1], device=x.device)
-            x = x + state.summed[:, frames.clamp(max=state.summed.shape[1] - 1)]
+        x = self._input(sequence, state.summed,
+                        torch.arange(state.steps, state.steps + sequence.shape[-1], device=sequence.device))
         state.steps += sequence.shape[-1]
         if prefix is not None:
             x = torch.cat([prefix.to(x.dtype), x], dim=1)
         steps = x.shape[1]
         if state.pos + steps > state.max_len:
             raise ValueError(f"decode state holds {state.max_len} positions, {state.pos + steps} needed")
-        positions = torch.arange(state.pos, state.pos + steps, device=x.device).view(1, -1, 1)
-        x = x + self.cfg.positional_scale * sin_embedding(positions, self.cfg.dim, self.cfg.max_period).to(x.dtype)
+        x = self._with_positions(x, torch.arange(state.pos, state.pos + steps, device=x.device))
         if native_step.applies(self, state, sequence, prefix):
             if state.native_plan is None:
                 state.native_plan = native_step.DecodePlan(self, state)
@@ -253,10 +309,9 @@ class LMModel(nn.Module):
             return logits.unsqueeze(2)
         x = x.to(state.keys[0].dtype)  # the layers may run in half precision (set_transformer_dtype)
         for i, layer in enumerate(self.transformer.layers):
-            x = layer(x, state, i)
+            x = layer(x, state, i, state.pos)
         state.pos += steps
-        x = self.out_norm(x[:, steps - sequence.shape[-1]:].to(self.out_norm.weight.dtype))
-        return torch.stack([linear(x, head.weight, head.bias) for head in self.linears], dim=1)
+        return self._heads(x[:, steps - sequence.shape[-1]:])
 
     def forward(self, sequence: torch.Tensor, cross_src: torch.Tensor | None = None,
                 cross_mask: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
