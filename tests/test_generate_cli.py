@@ -123,3 +123,19 @@ def test_batch_size_keeps_order(music_repo, t5_base, tmp_path):
         b, _ = sf.read(tmp_path / f"two_{i}.wav")
         np.testing.assert_allclose(a, b, atol=2e-3)
     assert main(["generate", "x", *common, "--batch-size", "0", "-o", str(tmp_path / "z.wav")]) == 1
+
+
+def test_progress_real_time_factor_counts_steps_since_the_clock_started(monkeypatch):
+    """The bar's clock starts at the first report: its steps are not counted over the microseconds since."""
+    from types import SimpleNamespace
+
+    from wavecraft.models import progress
+
+    clock = iter([10.0, 10.0 + 1e-6, 12.0])
+    monkeypatch.setattr(progress, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    bar = progress.GenerationProgress(frame_rate=50.0)
+    bar(1, 100)  # the clock starts at 10.0: nothing to rate yet
+    assert not bar.bar.postfix
+    bar(51, 100)  # 50 steps, 1 s of audio, in 2 s
+    assert bar.bar.postfix == "rtf=0.50x"
+    bar.close()

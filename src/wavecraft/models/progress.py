@@ -20,16 +20,20 @@ class GenerationProgress:
         self.disable = disable
         self.bar: tqdm | None = None
         self.start = 0.0
+        self.first = 0  # steps done when the clock started
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None or self.bar.total != total:
             self.close()
             self.bar = tqdm(total=total, desc=self.desc, unit="step", disable=self.disable, leave=False)
             self.start = time.perf_counter()
+            self.first = done
         self.bar.update(done - self.bar.n)
+        # Steps since the clock started over the time since: counting the first report's steps too showed
+        # thousands of times real time right after it.
         elapsed = time.perf_counter() - self.start
-        if elapsed > 0:
-            self.bar.set_postfix(rtf=f"{done / self.frame_rate / elapsed:.2f}x", refresh=False)
+        if done > self.first and elapsed > 0:
+            self.bar.set_postfix(rtf=f"{(done - self.first) / self.frame_rate / elapsed:.2f}x", refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
