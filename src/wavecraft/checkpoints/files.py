@@ -23,10 +23,11 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def read_weights(source: str | Path, prefix: str = "") -> dict[str, torch.Tensor]:
+def read_weights(source: str | Path, prefix: str | tuple[str, ...] = "") -> dict[str, torch.Tensor]:
     """Weights of a local folder or hub repo ``source``: ``model.safetensors``, its sharded index, or
-    ``pytorch_model.bin``. Only tensors whose name starts with ``prefix`` are kept (prefix stripped); only the
-    shards holding them are read.
+    ``pytorch_model.bin``. Only tensors whose name starts with ``prefix`` are read, and the prefix is stripped;
+    a tuple of prefixes reads the names starting with any of them and keeps them whole. Only the shards holding
+    them are opened.
     """
     for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"):
         found = find_file(source, name, required=False)
@@ -38,7 +39,7 @@ def read_weights(source: str | Path, prefix: str = "") -> dict[str, torch.Tensor
         weight_map = read_json(found).get("weight_map", {})
         state: dict[str, torch.Tensor] = {}
         for shard in sorted({f for k, f in weight_map.items() if k.startswith(prefix)}):
-            state.update(load_safetensors(find_file(source, shard)))  # type: ignore[arg-type]
+            state.update(load_safetensors(find_file(source, shard), prefix))  # type: ignore[arg-type]
     else:
-        state = load_weights(found)
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        state = load_weights(found, prefix)
+    return state if isinstance(prefix, tuple) else {k[len(prefix):]: v for k, v in state.items()}

@@ -37,25 +37,31 @@ def load_torch_file(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_one_line(str(e), 120)})") from None
 
 
-def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def load_safetensors(path: str | Path, prefix: str | tuple[str, ...] = "") -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file whose names start with ``prefix`` (one of them, for a tuple).
+
+    Only those are read: a MusicGen file holds the text encoder and the codec beside the LM, and each part is
+    loaded on its own.
+    """
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        return load_file(str(path), device="cpu")
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {name: f.get_tensor(name) for name in f.keys() if name.startswith(prefix)}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(str(e), 120)})") from None
 
 
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """A flat ``name -> tensor`` mapping from a ``.safetensors`` file or a safe ``torch.load``-able file."""
+def load_weights(path: str | Path, prefix: str | tuple[str, ...] = "") -> dict[str, torch.Tensor]:
+    """A flat ``name -> tensor`` mapping from a ``.safetensors`` file or a safe ``torch.load``-able file; with
+    ``prefix``, only the names starting with it (a ``.safetensors`` file reads nothing else)."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        return load_safetensors(path)
+        return load_safetensors(path, prefix)
     state = load_torch_file(path)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a flat state dict of tensors")
-    return state
+    return {k: v for k, v in state.items() if k.startswith(prefix)}

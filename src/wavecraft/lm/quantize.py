@@ -128,6 +128,12 @@ def quantize_int8(lm: LMModel) -> LMModel:
             modules += [layer.cross_attention, layer.cross_attention.out_proj]
         for module in modules:
             _replace(module, "in_proj_weight" if hasattr(module, "in_proj_weight") else "weight")
+    # A model loaded from a safetensors file holds views of the file's memory map, which stays mapped (and
+    # resident) while any view lives: the tensors left in fp32 (embeddings, norms, heads, biases: a few percent)
+    # get memory of their own, so that the pages of the replaced weights go with the map.
+    with torch.no_grad():
+        for param in lm.parameters():
+            param.data = param.data.clone()
     lm.requires_grad_(False)
     _release_freed_memory()
     return lm
