@@ -140,9 +140,38 @@ def test_stream_matches_generate_and_starts_early(model):
     assert torch.allclose(torch.cat(chunks, dim=-1), wav, rtol=0, atol=TOLERANCE)
 
 
+def test_stream_beyond_max_duration_matches_generate(model):
+    """Past max_duration, streaming goes on window by window as generate() does: the same tokens, chunks that
+    decode the clip as one piece, and audio that leaves while later windows are still being generated."""
+    saved = model.max_duration
+    model.max_duration = 0.3  # 15-frame windows, each starting 10 frames after the previous one
+    steps_done: list[int] = []
+    try:
+        model.set_generation_params(duration=0.7, extend_stride=0.2, use_sampling=False)
+        wav, tokens = model.generate(["calm jazz"], return_tokens=True)
+        model.set_custom_progress_callback(lambda done, total: steps_done.append(done))
+        stream = model.generate_stream(["calm jazz"], chunk_seconds=0.1)
+        chunks, steps_at_chunk = [], []
+        for chunk in stream:
+            chunks.append(chunk)
+            steps_at_chunk.append(len(steps_done))
+    finally:
+        model.max_duration = saved
+        model.set_custom_progress_callback(None)
+    assert tokens.shape == (1, 4, 35) and torch.equal(stream.tokens, tokens)
+    # Windows at frames 0, 10, 20: 15 + 3 steps, then 10 + 3 steps each after the 5-frame prompt.
+    assert stream.total_steps == len(steps_done) == 18 + 13 + 13
+    assert any(18 < n < 44 for n in steps_at_chunk)
+    audio = torch.cat(chunks, dim=-1)
+    assert audio.shape == wav.shape == (1, 1, 35 * 640)
+    assert torch.allclose(audio, model.generate_audio(tokens), rtol=0, atol=TOLERANCE)
+    assert torch.allclose(audio, wav, rtol=0, atol=TOLERANCE)
+
+
 def test_stream_errors(model):
-    model.set_generation_params(duration=31.0)
-    with pytest.raises(WavecraftError, match="max_duration"):
+    model.set_generation_params(duration=31.0, extend_stride=None)
+    model.extend_stride = None
+    with pytest.raises(WavecraftError, match="extend_stride"):
         model.generate_stream(["calm jazz"])
     model.set_generation_params(duration=0.2)
     with pytest.raises(WavecraftError, match="chunk_seconds"):
@@ -173,7 +202,7 @@ def test_cli_stream_writes_file(repo, t5_folder, tmp_path, capsys):
     assert "first audio after" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["live.wav"]  # no temporary file left
 
-    code = main(["generate", "calm jazz", "--model", str(repo), "--text-encoder", t5_folder, "--duration", "40",
-                 "--stream", "-o", str(tmp_path / "long.wav"), "--no-progress"])
-    assert code == 1 and "exceeds" in capsys.readouterr().err
+    code = main(["generate", "calm jazz", "--model", str(repo), "--text-encoder", t5_folder, "--duration", "0.001",
+                 "--stream", "-o", str(tmp_path / "short.wav"), "--no-progress"])
+    assert code == 1 and "shorter than one frame" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["live.wav"]

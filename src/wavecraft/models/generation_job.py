@@ -127,9 +127,6 @@ class GenerationJob:
         progress = GenerationProgress(model.frame_rate, disable=not self.progress)
         model.set_custom_progress_callback(progress)
         if self.stream:
-            if model.duration > model.max_duration:  # before any file is created
-                raise GenerationError(f"--stream generates one window: --duration {model.duration:g} exceeds the "
-                                      f"model's maximum of {model.max_duration:g} s")
             return self._run_stream(model, progress)
         begin = time.perf_counter()
         size = self.batch_size or len(self.prompts)

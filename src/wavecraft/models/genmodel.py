@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -203,9 +203,9 @@ class BaseGenModel:
         """Like :meth:`generate`, but iterating the result yields audio chunks ``[B, C, n]`` as soon as they exist.
 
         Chunks hold ``chunk_seconds`` of audio (the first ``first_chunk_seconds`` if given, the last one may be
-        shorter); concatenated they equal
-        ``generate_audio(tokens)`` up to float rounding. The duration must fit in one window (``max_duration``).
-        After iteration, ``stream.tokens [B, K, F]`` holds the codes. See :mod:`wavecraft.models.streaming`.
+        shorter); concatenated they equal ``generate_audio(tokens)`` up to float rounding. Beyond ``max_duration``
+        generation goes on in sliding windows, as in :meth:`generate`, and so does the stream. After iteration,
+        ``stream.tokens [B, K, F]`` holds the codes. See :mod:`wavecraft.models.streaming`.
         """
         from .streaming import AudioStream
 
@@ -359,20 +359,34 @@ class BaseGenModel:
             return generate(self.lm, conditions.cond, max_gen_len, prompt=prompt,
                             **self._lm_kwargs(conditions, self._progress(progress, offset, total_len)))
 
+        chunks = [] if prompt_tokens is None else [prompt_tokens]
+        for offset, frames, next_offset in self._windows(total_len, prompt_len):
+            out = run(prompt_tokens, frames, offset)
+            chunks.append(out if prompt_tokens is None else out[..., prompt_tokens.shape[-1]:])
+            prompt_tokens = out[..., next_offset - offset:]
+        return torch.cat(chunks, dim=-1)
+
+    def _windows(self, total_len: int, prompt_len: int = 0) -> Iterator[tuple[int, int, int]]:
+        """``(offset, frames, next offset)`` of each generation window over a clip of ``total_len`` frames.
+
+        One window if the duration fits ``max_duration``; else sliding windows, each starting ``extend_stride``
+        after the previous one and keeping the rest of it (``max_duration - extend_stride`` s) as its prompt;
+        positions restart at 0 in every window. ``frames`` counts the window's prompt; ``prompt_len`` is the
+        caller's prompt, at the start of the first window.
+        """
         if self.duration <= self.max_duration:
-            return run(prompt_tokens, total_len, 0)
+            yield 0, total_len, total_len
+            return
         if self.extend_stride is None:
             raise GenerationError("durations beyond max_duration need set_generation_params(extend_stride=...)")
-        # Sliding windows: each keeps the last (max_duration - extend_stride) s as a prompt; positions restart at 0.
         stride = int(self.frame_rate * self.extend_stride)
-        chunks = [] if prompt_tokens is None else [prompt_tokens]
+        window = round(self.max_duration * self.frame_rate)
         offset = 0
         while offset + prompt_len < total_len:
-            window_seconds = min(self.duration - offset / self.frame_rate, self.max_duration)
-            out = run(prompt_tokens, int(window_seconds * self.frame_rate), offset)
-            chunks.append(out if prompt_tokens is None else out[..., prompt_tokens.shape[-1]:])
-            prompt_tokens = out[..., stride:]
-            prompt_len = prompt_tokens.shape[-1]
+            # In frames: the seconds left, min(duration - offset / rate, max_duration), could round a frame short
+            # (0.7 - 0.4 s gave 14 of 15 frames, then 4 more windows of shrinking prompts).
+            frames = min(total_len - offset, window)
+            yield offset, frames, offset + stride
+            prompt_len = frames - stride
             offset += stride
-        return torch.cat(chunks, dim=-1)
 

@@ -245,12 +245,10 @@ class AudioStream:
         for name, value in (("chunk_seconds", chunk_seconds), ("first_chunk_seconds", first_chunk_seconds)):
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise GenerationError(f"{name} must be a positive number, got {value!r}")
-        if model.duration > model.max_duration:
-            raise GenerationError(f"streaming generates one window: duration {model.duration:g} s exceeds the "
-                                  f"model's max_duration {model.max_duration:g} s")
         self.frames = int(model.duration * model.frame_rate)
         if self.frames < 1:
             raise GenerationError(f"duration {model.duration} s is shorter than one frame")
+        self.windows = list(model._windows(self.frames))  # fails early where a long clip has no extend_stride
         self.model = model
         self.texts = list(texts)
         self.chunk_frames = max(1, round(chunk_seconds * model.frame_rate))
@@ -277,34 +275,48 @@ class AudioStream:
             self._chunks.close()
 
     def _run(self) -> Iterator[torch.Tensor]:
+        """Generate window by window (as :meth:`BaseGenModel.generate` does beyond ``max_duration``), handing out
+        audio as frames complete; a window's prompt frames come from the previous one, already complete."""
         model = self.model
         conditions = model._conditions(self.texts)
-        steps = generate_steps(model.lm, conditions.cond, self.frames,
-                               **model._lm_kwargs(conditions, model._progress(self.progress, 0, self.frames)))
-        done_after: torch.Tensor | None = None
-        complete = 0
-        start: int | None = None
-        while True:
-            try:
-                step = next(steps)
-            except StopIteration as finished:
-                codes = finished.value
-                break
-            if done_after is None:
-                done_after = completion_steps(step.pattern)
-                start = step.offset
-            while complete < self.frames and int(done_after[complete]) <= step.offset:
-                complete += 1
-            target = self._next_target()
-            if self.decoders.ready(complete) >= target:
+        codes: torch.Tensor | None = None  # [B, K, frames]: the clip's codes, filled as frames complete
+        prompt: torch.Tensor | None = None
+        steps_run = 0
+        for offset, frames, next_offset in self.windows:
+            steps = generate_steps(model.lm, conditions.cond, frames, prompt=prompt,
+                                   **model._lm_kwargs(conditions, model._progress(self.progress, offset, self.frames)))
+            done_after: torch.Tensor | None = None
+            complete = 0  # leading frames of this window with every codebook decoded
+            while True:
+                try:
+                    step = next(steps)
+                except StopIteration as finished:
+                    out = finished.value
+                    break
+                steps_run += 1
+                if done_after is None:
+                    done_after = completion_steps(step.pattern)
+                while complete < frames and int(done_after[complete]) <= step.offset:
+                    complete += 1
+                target = self._next_target()
+                if self.decoders.ready(offset + complete) < target:
+                    continue
                 partial, _, _ = step.pattern.revert_pattern_sequence(step.sequence, special_token=-1)
-                while self.decoders.ready(complete) >= target:
+                if codes is None:
+                    codes = partial.new_full((*partial.shape[:2], self.frames), -1)
+                codes[..., offset:offset + complete] = partial[..., :complete]
+                while self.decoders.ready(offset + complete) >= target:
                     if self.first_chunk_step is None:
-                        self.first_chunk_step = step.offset - (start or 0) + 1
-                    yield self.decoders.decode(partial[..., :complete], target)
+                        self.first_chunk_step = steps_run
+                    yield self.decoders.decode(codes[..., :offset + complete], target)
                     target = self._next_target()
+            if codes is None:
+                codes = out.new_full((*out.shape[:2], self.frames), -1)
+            codes[..., offset:offset + frames] = out
+            prompt = out[..., next_offset - offset:]
+        assert codes is not None
         self.tokens = codes
-        self.total_steps = None if start is None else step.offset - start + 1
+        self.total_steps = steps_run
         while self.decoders.emitted < self.frames:
             if self.first_chunk_step is None:
                 self.first_chunk_step = self.total_steps
