@@ -46,6 +46,7 @@ class DecodeState:
     pos: int = 0
     steps: int = 0
     native_plan: native_step.DecodePlan | None = None  # built on the first native step
+    zero_filled: bool = False  # caches zeroed: the compiled step may read (masked) unwritten positions
 
     @property
     def max_len(self) -> int:
@@ -219,6 +220,7 @@ class LMModel(nn.Module):
                             values=[new(shape) for _ in self.transformer.layers],
                             summed=None if summed is None else summed.to(self.out_norm.weight.dtype))
         if self.compiled:
+            state.zero_filled = True
             for cache in state.keys + state.values:
                 torch._dynamo.mark_static_address(cache)
         if self.cfg.cross_attention:
@@ -265,15 +267,15 @@ class LMModel(nn.Module):
         ``prefix [B, P, D]`` (prepended conditions) goes in front on the first call; its positions are not
         returned. Positions continue from ``state.pos``.
         """
-        if (self._compiled_step is not None and prefix is None and sequence.shape[-1] == 1 and state.pos > 0
-                and not native_step.applies(self, state, sequence, prefix)):
+        if (self._compiled_step is not None and state.zero_filled and prefix is None and sequence.shape[-1] == 1
+                and state.pos > 0 and not native_step.applies(self, state, sequence, prefix)):
             if state.pos >= state.max_len:
                 raise ValueError(f"decode state holds {state.max_len} positions, {state.pos + 1} needed")
             pos = torch.full((1,), state.pos, dtype=torch.long, device=sequence.device)
-            step = torch.full((1,), state.steps, dtype=torch.long, device=sequence.device)
+            seq_step = torch.full((1,), state.steps, dtype=torch.long, device=sequence.device)
             # A CUDA-graph replay returns its static output buffer, which the next replay overwrites: two-step CFG
             # calls twice before reading either result.
-            logits = self._compiled_step(sequence, state, pos, step).clone()
+            logits = self._compiled_step(sequence, state, pos, seq_step).clone()
             state.pos += 1
             state.steps += 1
             return logits
