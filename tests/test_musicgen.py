@@ -149,3 +149,22 @@ def test_save_pretrained_stereo_round_trip(golden, tmp_path):
     again.set_generation_params(duration=0.3, use_sampling=False)
     assert again.audio_channels == 2
     assert torch.equal(again.generate(["warm bass"], return_tokens=True)[1], expected)
+
+
+def test_save_pretrained_over_a_loaded_checkpoint(golden, tmp_path):
+    # A model loaded from safetensors maps its file: saving another model onto that folder must not change the
+    # weights under the loaded one (the file is replaced, not rewritten in place), and the folder then holds the
+    # new model.
+    golden_repo(golden, "stereo", tmp_path)
+    _model(tmp_path).save_pretrained(tmp_path / "saved")
+    model = _model(tmp_path / "saved")
+    before = {k: v.clone() for k, v in model.bundle.lm.state_dict().items()}
+    other = _model(tmp_path)
+    with torch.no_grad():
+        for p in other.bundle.lm.parameters():
+            p.mul_(-1.0)
+    other.save_pretrained(tmp_path / "saved")
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["config.json", "model.safetensors"]
+    assert all(torch.equal(v, before[k]) for k, v in model.bundle.lm.state_dict().items())
+    again = _model(tmp_path / "saved")
+    assert all(torch.equal(v, -before[k]) for k, v in again.bundle.lm.state_dict().items() if v.is_floating_point())

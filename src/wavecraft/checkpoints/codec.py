@@ -16,6 +16,7 @@ import torch
 from ..codec.compression import CompressionModel, EnCodec
 from ..codec.config import CodecConfig
 from ..errors import CheckpointError
+from ..fileio import atomic_output
 from .files import read_json, read_weights
 from .hub import find_file
 from .safe_load import load_torch_file, load_weights
@@ -40,9 +41,13 @@ def save_codec(model: EnCodec, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = {"model_type": WAVECRAFT_CODEC, "format_version": FORMAT_VERSION, "codec": model.cfg.to_dict()}
-    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    # Written beside and renamed over: a loaded model maps its file, which rewriting in place would change (or
+    # truncate) under it, and an interrupted write would leave a broken checkpoint.
+    with atomic_output(directory / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    with atomic_output(directory / "config.json") as tmp:
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
     return directory
 
 

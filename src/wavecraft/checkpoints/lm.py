@@ -17,6 +17,7 @@ from torch import nn
 from ..conditioning import ConditionFuser, SentenceConditioner, T5Conditioner
 from ..conditioning.chroma import ChromaConditioner
 from ..errors import CheckpointError
+from ..fileio import atomic_output
 from ..lm.config import LMConfig
 from ..lm.model import LMModel
 from .codec import FORMAT_VERSION, WAVECRAFT_MUSICGEN, check_state_dict
@@ -337,9 +338,12 @@ def save_generator(bundle: LMBundle, codec: Any, directory: str | Path) -> Path:
     tensors = {**{f"lm.{k}": v for k, v in bundle.lm.state_dict().items()},
                **{f"conditioners.{k}": v for k, v in bundle.conditioners.state_dict().items()},
                **{f"codec.{k}": v for k, v in codec.state_dict().items()}}
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(directory / "model.safetensors"),
-              metadata={"format": "pt"})
-    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    # Written beside and renamed over: a loaded model maps its file (see build_lm), which rewriting in place
+    # would change (or truncate) under it, and an interrupted write would leave a broken checkpoint.
+    with atomic_output(directory / "model.safetensors") as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
+    with atomic_output(directory / "config.json") as tmp:
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
     return directory
 
 
