@@ -14,7 +14,7 @@ import textwrap
 import pytest
 import torch
 
-from textenc import tiny_t5
+from textenc import tiny_hf_sub_configs, tiny_t5
 
 transformers = pytest.importorskip("transformers")
 
@@ -45,14 +45,11 @@ def _checkpoint(folder) -> int:
     """Write a random MusicGen (decoder dim 512, 8 layers) in the transformers layout; its decoder's fp32 bytes."""
     tokenizer, _ = tiny_t5()
     torch.manual_seed(0)
-    text = transformers.T5Config(vocab_size=40, d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=2)
-    audio = transformers.EncodecConfig(sampling_rate=32000, upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2],
-                                       num_filters=4, hidden_size=16, codebook_size=64, use_causal_conv=False,
-                                       use_conv_shortcut=False)
+    text, audio = tiny_hf_sub_configs()
     decoder = transformers.MusicgenDecoderConfig(vocab_size=64, hidden_size=512, num_hidden_layers=8,
                                                  num_attention_heads=8, ffn_dim=2048, num_codebooks=4,
                                                  pad_token_id=64, bos_token_id=64)
-    config = transformers.MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(),
+    config = transformers.MusicgenConfig(text_encoder=text, audio_encoder=audio,
                                          decoder=decoder.to_dict())
     model = transformers.MusicgenForConditionalGeneration(config).eval()
     model.save_pretrained(folder)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textenc import tiny_t5
+from textenc import tiny_hf_sub_configs, tiny_t5
 
 transformers = pytest.importorskip("transformers")
 
@@ -23,14 +23,11 @@ TEXTS = ["slow piano waltz", "upbeat rock with drums and bass"]
 def _hf_melody(tmp_path, channels: int = 1):
     tokenizer, _ = tiny_t5()
     torch.manual_seed(0)
-    text = transformers.T5Config(vocab_size=40, d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=2)
-    audio = transformers.EncodecConfig(sampling_rate=32000, upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2],
-                                       num_filters=4, hidden_size=16, codebook_size=64, use_causal_conv=False,
-                                       use_conv_shortcut=False)
+    text, audio = tiny_hf_sub_configs()
     decoder = transformers.MusicgenMelodyDecoderConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
                                                        num_attention_heads=4, ffn_dim=128, num_codebooks=4 * channels,
                                                        audio_channels=channels, pad_token_id=64, bos_token_id=64)
-    config = transformers.MusicgenMelodyConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(),
+    config = transformers.MusicgenMelodyConfig(text_encoder=text, audio_encoder=audio,
                                                decoder=decoder.to_dict(), num_chroma=12, chroma_length=40)
     model = transformers.MusicgenMelodyForConditionalGeneration(config).eval()
     for key in ("pad_token_id", "decoder_start_token_id", "bos_token_id"):

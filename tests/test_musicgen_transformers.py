@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textenc import tiny_t5
+from textenc import tiny_hf_sub_configs, tiny_t5
 
 transformers = pytest.importorskip("transformers")
 
@@ -23,15 +23,12 @@ TEXTS = ["slow piano waltz", "upbeat rock with drums and bass", "calm jazz"]
 def _hf_model(tmp_path, channels: int):
     tokenizer, _ = tiny_t5()
     torch.manual_seed(channels)
-    text = transformers.T5Config(vocab_size=40, d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=2)
-    audio = transformers.EncodecConfig(sampling_rate=32000, upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2],
-                                       num_filters=4, hidden_size=16, codebook_size=64, use_causal_conv=False,
-                                       use_conv_shortcut=False)
+    text, audio = tiny_hf_sub_configs()
     n_q = 4 * channels
     decoder = transformers.MusicgenDecoderConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
                                                  num_attention_heads=4, ffn_dim=128, num_codebooks=n_q,
                                                  audio_channels=channels, pad_token_id=64, bos_token_id=64)
-    config = transformers.MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(),
+    config = transformers.MusicgenConfig(text_encoder=text, audio_encoder=audio,
                                          decoder=decoder.to_dict())
     model = transformers.MusicgenForConditionalGeneration(config).eval()
     for key in ("pad_token_id", "decoder_start_token_id", "bos_token_id"):

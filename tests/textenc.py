@@ -1,4 +1,4 @@
-"""A tiny random T5 encoder + word-level tokenizer built offline, standing in for t5-base in tests."""
+"""Tiny stand-ins for tests: a random T5 encoder + word-level tokenizer (for t5-base), tiny transformers configs."""
 
 from __future__ import annotations
 
@@ -22,3 +22,14 @@ def tiny_t5(d_model: int = 768, seed: int = 0):
     torch.manual_seed(seed)
     config = T5Config(vocab_size=len(vocab), d_model=d_model, d_kv=16, d_ff=64, num_layers=1, num_heads=2)
     return tokenizer, T5EncoderModel(config).eval()
+
+
+def tiny_hf_sub_configs() -> tuple[dict, dict]:
+    """``(text_encoder, audio_encoder)`` config dicts of a tiny transformers MusicGen: a 1-layer T5 and a
+    4-filter 32 kHz EnCodec with 64-entry codebooks (a decoder config of the caller's completes it)."""
+    from transformers import EncodecConfig, T5Config
+
+    text = T5Config(vocab_size=40, d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=2)
+    audio = EncodecConfig(sampling_rate=32000, upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2], num_filters=4,
+                          hidden_size=16, codebook_size=64, use_causal_conv=False, use_conv_shortcut=False)
+    return text.to_dict(), audio.to_dict()
