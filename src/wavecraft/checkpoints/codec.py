@@ -5,7 +5,6 @@ All parameter-name mapping between the layouts lives here.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -16,8 +15,7 @@ import torch
 from ..codec.compression import CompressionModel, EnCodec
 from ..codec.config import CodecConfig
 from ..errors import CheckpointError
-from ..fileio import atomic_output
-from .files import read_json, read_weights
+from .files import read_json, read_weights, write_checkpoint
 from .hub import find_file
 from .safe_load import load_torch_file, load_weights
 from .xp_config import parse_xp_config, section
@@ -36,19 +34,8 @@ def load_codec(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
 
 
 def save_codec(model: EnCodec, directory: str | Path) -> Path:
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     config = {"model_type": WAVECRAFT_CODEC, "format_version": FORMAT_VERSION, "codec": model.cfg.to_dict()}
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    # Written beside and renamed over: a loaded model maps its file, which rewriting in place would change (or
-    # truncate) under it, and an interrupted write would leave a broken checkpoint.
-    with atomic_output(directory / "model.safetensors") as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
-    with atomic_output(directory / "config.json") as tmp:
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
-    return directory
+    return write_checkpoint(directory, config, model.state_dict())
 
 
 def _load(name_or_path: str | Path) -> EnCodec:

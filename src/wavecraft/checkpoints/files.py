@@ -1,4 +1,4 @@
-"""Reading the files of a transformers-style checkpoint folder or hub repo: JSON configs and (sharded) weights."""
+"""The files of a checkpoint folder or hub repo: JSON configs and (sharded) weights read, wavecraft's layout written."""
 
 from __future__ import annotations
 
@@ -9,8 +9,26 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
+from ..fileio import atomic_output
 from .hub import find_file
 from .safe_load import load_safetensors, load_weights
+
+
+def write_checkpoint(directory: str | Path, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` (``tensors`` detached, contiguous, on CPU) in ``directory``.
+
+    Each file is written beside and renamed over: a loaded model maps its file, which rewriting in place would
+    change (or truncate) under it, and an interrupted write would leave a broken checkpoint.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_output(directory / "model.safetensors") as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
+    with atomic_output(directory / "config.json") as tmp:
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+    return directory
 
 
 def read_json(path: Path) -> dict[str, Any]:

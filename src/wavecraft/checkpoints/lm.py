@@ -6,7 +6,6 @@ fuser, and the generation defaults stored with the model.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,10 @@ from torch import nn
 from ..conditioning import ConditionFuser, SentenceConditioner, T5Conditioner
 from ..conditioning.chroma import ChromaConditioner
 from ..errors import CheckpointError
-from ..fileio import atomic_output
 from ..lm.config import LMConfig
 from ..lm.model import LMModel
 from .codec import FORMAT_VERSION, WAVECRAFT_MUSICGEN, check_state_dict
-from .files import read_json, read_weights
+from .files import read_json, read_weights, write_checkpoint
 from .hub import find_file
 from .safe_load import load_torch_file
 from .xp_config import parse_xp_config, section
@@ -322,10 +320,6 @@ def _conditioner_from_spec(spec: dict[str, Any], dim: int) -> nn.Module:
 
 def save_generator(bundle: LMBundle, codec: Any, directory: str | Path) -> Path:
     """Write LM + conditioners + codec as one ``model.safetensors`` and a ``config.json`` (wavecraft layout)."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     config = {
         "model_type": WAVECRAFT_MUSICGEN, "format_version": FORMAT_VERSION, "lm": bundle.lm.cfg.to_dict(),
         "conditioners": {name: _conditioner_spec(m) for name, m in bundle.conditioners.items()},
@@ -338,13 +332,7 @@ def save_generator(bundle: LMBundle, codec: Any, directory: str | Path) -> Path:
     tensors = {**{f"lm.{k}": v for k, v in bundle.lm.state_dict().items()},
                **{f"conditioners.{k}": v for k, v in bundle.conditioners.state_dict().items()},
                **{f"codec.{k}": v for k, v in codec.state_dict().items()}}
-    # Written beside and renamed over: a loaded model maps its file (see build_lm), which rewriting in place
-    # would change (or truncate) under it, and an interrupted write would leave a broken checkpoint.
-    with atomic_output(directory / "model.safetensors") as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
-    with atomic_output(directory / "config.json") as tmp:
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
-    return directory
+    return write_checkpoint(directory, config, tensors)
 
 
 def _load_wavecraft(config_path: Path, source: str | Path) -> LMBundle:

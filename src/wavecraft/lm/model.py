@@ -52,6 +52,11 @@ class DecodeState:
     def max_len(self) -> int:
         return self.keys[0].shape[2]
 
+    def check_room(self, steps: int) -> None:
+        """Raise ``ValueError`` unless the caches hold ``steps`` more positions."""
+        if self.pos + steps > self.max_len:
+            raise ValueError(f"decode state holds {self.max_len} positions, {self.pos + steps} needed")
+
 
 class _Attention(nn.Module):
     """Projection weights as AudioCraft stores them: fused ``in_proj_weight`` (rows [q; k; v]) and ``out_proj``."""
@@ -269,8 +274,7 @@ class LMModel(nn.Module):
         """
         if (self._compiled_step is not None and state.zero_filled and prefix is None and sequence.shape[-1] == 1
                 and state.pos > 0 and not native_step.applies(self, state, sequence, prefix)):
-            if state.pos >= state.max_len:
-                raise ValueError(f"decode state holds {state.max_len} positions, {state.pos + 1} needed")
+            state.check_room(1)
             pos = torch.full((1,), state.pos, dtype=torch.long, device=sequence.device)
             seq_step = torch.full((1,), state.steps, dtype=torch.long, device=sequence.device)
             # A CUDA-graph replay returns its static output buffer, which the next replay overwrites: two-step CFG
@@ -300,8 +304,7 @@ class LMModel(nn.Module):
         if prefix is not None:
             x = torch.cat([prefix.to(x.dtype), x], dim=1)
         steps = x.shape[1]
-        if state.pos + steps > state.max_len:
-            raise ValueError(f"decode state holds {state.max_len} positions, {state.pos + steps} needed")
+        state.check_room(steps)
         x = self._with_positions(x, torch.arange(state.pos, state.pos + steps, device=x.device))
         if native_step.applies(self, state, sequence, prefix):
             if state.native_plan is None:

@@ -294,6 +294,8 @@ class AudioStream:
                     out = finished.value
                     break
                 steps_run += 1
+                if codes is None:
+                    codes = step.sequence.new_full((*step.sequence.shape[:2], self.frames), -1)
                 if done_after is None:
                     done_after = completion_steps(step.pattern)
                 while complete < frames and int(done_after[complete]) <= step.offset:
@@ -302,19 +304,15 @@ class AudioStream:
                 if self.decoders.ready(offset + complete) < target:
                     continue
                 partial, _, _ = step.pattern.revert_pattern_sequence(step.sequence, special_token=-1)
-                if codes is None:
-                    codes = partial.new_full((*partial.shape[:2], self.frames), -1)
                 codes[..., offset:offset + complete] = partial[..., :complete]
                 while self.decoders.ready(offset + complete) >= target:
                     if self.first_chunk_step is None:
                         self.first_chunk_step = steps_run
                     yield self.decoders.decode(codes[..., :offset + complete], target)
                     target = self._next_target()
-            if codes is None:
-                codes = out.new_full((*out.shape[:2], self.frames), -1)
+            assert codes is not None  # every window decodes at least one step
             codes[..., offset:offset + frames] = out
             prompt = out[..., next_offset - offset:]
-        assert codes is not None
         self.tokens = codes
         self.total_steps = steps_run
         while self.decoders.emitted < self.frames:
