@@ -142,17 +142,22 @@ def run_wavecraft(model, frames: int, batch: int):
 
 
 @contextlib.contextmanager
-def native_off():
-    """The native kernels off (``WAVECRAFT_NATIVE=0``): the PyTorch layers with the packed oneDNN fallback."""
+def native_env(name: str, value: str):
+    """The native kernels reloaded under ``name=value``: ``WAVECRAFT_NATIVE=0`` turns them off (the PyTorch layers
+    with the packed oneDNN fallback), ``WAVECRAFT_NATIVE_ISA=avx2`` builds them for AVX2 alone."""
     from wavecraft.lm import native
 
-    os.environ["WAVECRAFT_NATIVE"] = "0"
+    os.environ[name] = value
     native.reset()
     try:
         yield
     finally:
-        del os.environ["WAVECRAFT_NATIVE"]
+        del os.environ[name]
         native.reset()
+
+
+def native_off():
+    return native_env("WAVECRAFT_NATIVE", "0")
 
 
 def run_without_native(model, frames: int, batch: int) -> float | None:
@@ -416,7 +421,16 @@ def main() -> None:
     ceilings = {kernel: kernel_ceiling(weights, 2 * args.batch, kernel) for kernel in ("native", "onednn")
                 if kernel != "native" or native.available()}
     ceilings_b4 = {kernel: kernel_ceiling(weights, 8, kernel) for kernel in ceilings}
-    steady = interleaved_steps(ours.lm, frames // 2 + len(ours.lm.cfg.delays))
+    middle = frames // 2 + len(ours.lm.cfg.delays)
+    steady = interleaved_steps(ours.lm, middle)
+    avx2 = {}
+    if native.available() and native.isa() != "avx2":  # the same kernels with 8-float vectors, for comparison
+        steady_int8 = interleaved_steps(quantized.lm, middle)
+        with native_env("WAVECRAFT_NATIVE_ISA", "avx2"):
+            avx2 = {"ceiling": kernel_ceiling(weights, 2 * args.batch, "native"),
+                    "ceiling_b4": kernel_ceiling(weights, 8, "native"),
+                    "steady": interleaved_steps(ours.lm, middle),
+                    "steady_int8": interleaved_steps(quantized.lm, middle)}
     trained_agreement = trained_int8_agreement(min(args.seconds, 5.0))
     int8_bytes, replaced_bytes = quantized_weight_bytes(quantized.lm)
     int8_bound_bytes = bound_bytes - replaced_bytes + int8_bytes  # what an int8 step reads instead
@@ -437,8 +451,10 @@ def main() -> None:
                                   "--batch", str(args.batch)], capture_output=True, text=True, check=True)
             memory[impl] = json.loads(out.stdout.strip().splitlines()[-1])
 
+    isa = native.isa() if native.available() else "none"
     print(f"MusicGen-small architecture, random weights, {args.seconds:g} s ({frames} frames), batch {args.batch} "
-          f"with CFG, greedy, CPU fp32, {torch.get_num_threads()} threads, {args.repeats} run(s) each")
+          f"with CFG, greedy, CPU fp32, {torch.get_num_threads()} threads, {args.repeats} run(s) each; native "
+          f"kernels: {isa}")
     print(f"identical greedy codes: {torch.equal(codes['wavecraft'], codes['transformers'])}; "
           f"streamed codes identical: {torch.equal(stream_codes, codes['wavecraft'])}")
     print(f"{'':24}{'transformers':>14}{'wavecraft':>12}{'ratio':>8}{'int8':>10}{'ratio':>8}")
@@ -486,6 +502,17 @@ def main() -> None:
           f"step {steady['step_b1'] * 1000:.1f} ms at batch 1, {steady['step_b4'] * 1000:.1f} ms at batch 4; "
           f"per-round medians: step / bound {steady['b1_over_bound']:.2f}, batch 4 / batch 1 "
           f"{steady['b4_over_b1']:.2f}")
+    if avx2:
+        steady_avx2 = avx2["steady"]
+        print(f"the same kernels built for AVX2 alone: kernel ceiling {avx2['ceiling'] * 1000:.1f} ms = "
+              f"{avx2['ceiling'] / bound:.2f} x the bound ({isa}: {ceilings['native'] / bound:.2f} x), 8 rows "
+              f"{avx2['ceiling_b4'] * 1000:.1f} ms ({isa}: {ceilings_b4['native'] * 1000:.1f} ms); interleaved: "
+              f"step / bound {steady_avx2['b1_over_bound']:.2f} ({isa}: {steady['b1_over_bound']:.2f}), batch 4 / "
+              f"batch 1 {steady_avx2['b4_over_b1']:.2f} ({isa}: {steady['b4_over_b1']:.2f})")
+        int8_avx2 = avx2["steady_int8"]
+        print(f"int8 steps interleaved with the bound: AVX2 {int8_avx2['step_b1'] * 1000:.1f} ms at batch 1, "
+              f"{int8_avx2['step_b4'] * 1000:.1f} ms at batch 4; {isa} {steady_int8['step_b1'] * 1000:.1f} ms, "
+              f"{steady_int8['step_b4'] * 1000:.1f} ms")
     print(f"streaming (1 s chunks): first audio after {first_fp32:.2f} s fp32, {first_int8:.2f} s int8; "
           f"whole clip {stream_fp32:.1f} s fp32, {stream_int8:.1f} s int8")
     print(f"streaming with a {FIRST_CHUNK:g} s first chunk (as wavecraft generate --stream), {len(short_fp32)} "

@@ -38,6 +38,20 @@ def native_off(monkeypatch):
     native.reset()
 
 
+@pytest.fixture(params=["widest", "avx2"])
+def native_isa(request, monkeypatch):
+    """The native kernels built for this CPU's widest vectors (AVX-512 where it has them), then for AVX2 alone, what
+    CPUs without AVX-512 run (the same build twice on those)."""
+    from wavecraft.lm import native
+
+    if request.param == "avx2":
+        monkeypatch.setenv("WAVECRAFT_NATIVE_ISA", "avx2")
+    native.reset()
+    yield native.isa()
+    monkeypatch.undo()
+    native.reset()
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)

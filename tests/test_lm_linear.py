@@ -7,6 +7,7 @@ import logging
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,9 +43,10 @@ def test_packed_fallback_matches_f_linear(native_off):
 
 
 @pytest.mark.skipif(not can_build, reason="needs a C compiler, an AVX2/FMA x86-64 CPU and torch on libgomp")
-def test_native_kernel_shapes():
+def test_native_kernel_shapes(native_isa):
     """Every row count the kernel takes (its two register tiles, groups of 8 rows), output counts that are not a
-    multiple of the tiles, K across several K tiles, strided input rows, row slices of the weight."""
+    multiple of the tiles, K across several K tiles and ending in half a 16-float vector, strided input rows, row
+    slices of the weight; for AVX2 and (where the CPU has it) AVX-512."""
     assert native.available()
     torch.manual_seed(0)
     for m in [1, 2, 3, 4, 5, 8, 9, 17, native.MAX_ROWS]:
@@ -55,7 +57,7 @@ def test_native_kernel_shapes():
             got = native.linear(x, weight[5:], bias)
             torch.testing.assert_close(got, F.linear(x, weight[5:], bias), atol=1e-4, rtol=1e-5)
             torch.testing.assert_close(native.linear(x, weight), x @ weight.T, atol=1e-4, rtol=1e-5)
-            # int8 weights with one scale per row (their own tiles: 6x2 for up to 2 rows, 3x4 beyond)
+            # int8 weights with one scale per row (their own tiles)
             q, scale = torch.randint(-127, 128, (n + 5, k), dtype=torch.int8), torch.rand(n + 5) + 0.5
             assert native.supports(x, q[5:])
             torch.testing.assert_close(native.linear(x, q[5:], bias, scale[5:]),
@@ -65,6 +67,24 @@ def test_native_kernel_shapes():
     assert not native.supports(torch.randn(2, 8, dtype=torch.float64), torch.randn(4, 8, dtype=torch.float64))
     with pytest.raises(ValueError, match="scales"):
         native.linear(torch.randn(2, 8), torch.zeros(4, 8, dtype=torch.int8))
+
+
+@pytest.mark.skipif(not can_build, reason="needs a C compiler, an AVX2/FMA x86-64 CPU and torch on libgomp")
+def test_kernels_are_built_for_the_cpus_widest_vectors(monkeypatch):
+    """AVX-512 where the CPU has it, else AVX2; WAVECRAFT_NATIVE_ISA=avx2 asks for AVX2, a library of its own."""
+    monkeypatch.delenv("WAVECRAFT_NATIVE_ISA", raising=False)
+    has_avx512 = "avx512f" in Path("/proc/cpuinfo").read_text().split()
+    native.reset()
+    try:
+        assert native.isa() == ("avx512" if has_avx512 else "avx2")
+        widest = native.library()._name
+        monkeypatch.setenv("WAVECRAFT_NATIVE_ISA", "avx2")
+        native.reset()
+        assert native.isa() == "avx2"
+        assert (native.library()._name != widest) == has_avx512
+    finally:
+        monkeypatch.undo()
+        native.reset()
 
 
 @pytest.mark.skipif(not can_build, reason="needs a C compiler, an AVX2/FMA x86-64 CPU and torch on libgomp")

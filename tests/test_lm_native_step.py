@@ -55,14 +55,15 @@ OPTIONS = [  # layer options the native step must follow (test_native_memory_saf
     {"cross_attention": False},
     {"dim": 128, "num_heads": 2},  # head size 64, as every MusicGen: decode.c's register-resident attention
 ]
-ROWS = [1, 2, 8]  # 1 and 2 take the few-row product tiles, 8 the 3x4 one
+ROWS = [1, 2, 8]  # 1 and 2 take the few-row product tiles, 8 the other one
 
 
 @pytest.mark.parametrize("quantized", [False, True], ids=["fp32", "int8"])
 @pytest.mark.parametrize("options", OPTIONS)
 @pytest.mark.parametrize("rows", ROWS)
-def test_same_logits_and_cache_as_the_pytorch_layers(options, rows, quantized):
-    """int8: the PyTorch layers multiply by the dequantized weights (quantize.int8_linear with fast=False)."""
+def test_same_logits_and_cache_as_the_pytorch_layers(options, rows, quantized, native_isa):
+    """int8: the PyTorch layers multiply by the dequantized weights (quantize.int8_linear with fast=False). The
+    kernels built for AVX2 and (where the CPU has it) AVX-512."""
     lm = random_lm(**options)
     mask = torch.ones(rows, 5, dtype=torch.long)
     mask[0, 3:] = 0  # padded text positions; with cross_attention_mask they are left out

@@ -1,5 +1,5 @@
 """The native decoding kernels under AddressSanitizer: every native-step scenario of test_lm_native_step.py, with
-the kernels rebuilt with ``-fsanitize=address`` in a child process, must run without an out-of-bounds access
+the kernels rebuilt with ``-fsanitize=address`` (for the CPU's widest vectors, then for AVX2) in a child process, must run without an out-of-bounds access
 (a scratch buffer sized by the cache alone once overflowed on a long text condition)."""
 
 from __future__ import annotations
@@ -15,19 +15,22 @@ import pytest
 from wavecraft.lm import native
 
 SCRIPT = """
-import sys
+import os, sys
 sys.path.insert(0, {tests!r})
 from wavecraft.lm import native
 native.FLAGS = native.FLAGS + ["-fsanitize=address", "-fno-omit-frame-pointer", "-g"]
-native.reset()
-assert native.available()
 import test_lm_native_step as t
-for options in t.OPTIONS:
-    for rows in t.ROWS:
-        for quantized in (False, True):
-            t.test_same_logits_and_cache_as_the_pytorch_layers(options, rows, quantized)
-t.test_condition_longer_than_the_generation()
-t.test_position_outside_the_cache_or_wrong_rows_are_refused()
+for isa in ("widest", "avx2"):  # AVX-512 where the CPU has it, then AVX2 alone
+    if isa == "avx2":
+        os.environ["WAVECRAFT_NATIVE_ISA"] = "avx2"
+    native.reset()
+    assert native.available()
+    for options in t.OPTIONS:
+        for rows in t.ROWS:
+            for quantized in (False, True):
+                t.test_same_logits_and_cache_as_the_pytorch_layers(options, rows, quantized, native.isa())
+    t.test_condition_longer_than_the_generation()
+    t.test_position_outside_the_cache_or_wrong_rows_are_refused()
 print("clean")
 """
 

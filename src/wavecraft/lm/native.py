@@ -5,7 +5,8 @@
 Decoding multiplies 2-8 rows (a CFG batch) by every weight matrix once per step, which is bound by how fast the
 weights stream from memory; PyTorch's CPU kernels reach about half of that bandwidth at these shapes, the loops in
 ``gemv.c`` nearly all of it (``benchmarks/bench_generate.py`` measures both). Building needs a C compiler (``cc``
-or ``$CC``) and an x86-64 CPU with AVX2 and FMA; the library is cached under ``~/.cache/wavecraft/kernels``
+or ``$CC``) and an x86-64 CPU with AVX2 and FMA; where the CPU has AVX-512 the loops use it (:func:`isa`;
+``WAVECRAFT_NATIVE_ISA=avx2`` keeps them to AVX2). The library is cached under ``~/.cache/wavecraft/kernels``
 (``$WAVECRAFT_CACHE``). Without them, or with ``WAVECRAFT_NATIVE=0``, :func:`available` is False and callers
 use PyTorch's kernels; nothing else changes.
 """
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 SOURCES = [Path(__file__).with_name(name) for name in ("gemv.c", "decode.c")]
 HEADER = Path(__file__).with_name("kernels.h")
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
+ISA_FLAGS = {"avx2": [], "avx512": ["-mavx512f"]}
 # Measured at the musicgen-small shapes: 8 rows run 1.1x faster than packed oneDNN, 32 rows tie with it (and
 # beat F.linear 1.6x); more rows (a prefill) are compute-bound, where a library GEMM is the right tool.
 MAX_ROWS = 32
@@ -40,14 +42,30 @@ def cache_dir() -> Path:
     return Path(root) / "kernels"
 
 
-def _cpu_supported() -> bool:
+def _cpu_flags() -> set[str]:
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        return False
+        return set()
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
-        return False
-    return {"avx2", "fma"} <= set(flags.split(":", 1)[1].split())
+        return set()
+    return set(flags.split(":", 1)[1].split())
+
+
+def _cpu_supported() -> bool:
+    return {"avx2", "fma"} <= _cpu_flags()
+
+
+def isa() -> str:
+    """The vector instructions the kernels are built for here: ``"avx512"`` where the CPU has AVX-512F (16-float
+    vectors: the products stream their weights faster), else ``"avx2"``; ``WAVECRAFT_NATIVE_ISA=avx2`` asks for
+    AVX2 on any CPU."""
+    wanted = os.environ.get("WAVECRAFT_NATIVE_ISA", "").lower()
+    if wanted not in ("", "avx2", "avx512"):
+        log.warning("WAVECRAFT_NATIVE_ISA=%s is not avx2 or avx512: ignored", wanted)
+    if wanted == "avx2" or "avx512f" not in _cpu_flags():
+        return "avx2"
+    return "avx512"
 
 
 def _torch_uses_libgomp() -> bool:
@@ -61,15 +79,16 @@ def _torch_uses_libgomp() -> bool:
 
 def _build(compiler: str) -> Path:
     """Compile the kernels into the cache (once per sources and flags); the file appears atomically."""
+    flags = FLAGS + ISA_FLAGS[isa()]
     code = b"".join(path.read_bytes() for path in [*SOURCES, HEADER])
-    digest = hashlib.sha256(code + " ".join([compiler, *FLAGS]).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(code + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
     target = cache_dir() / f"kernels-{digest}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
-        subprocess.run([compiler, *FLAGS, *map(str, SOURCES), "-o", str(built), "-lm"], check=True,
+        subprocess.run([compiler, *flags, *map(str, SOURCES), "-o", str(built), "-lm"], check=True,
                        capture_output=True, text=True, timeout=120)
         os.replace(built, target)
     return target

@@ -7,9 +7,10 @@ weight-only: inputs, products and sums stay fp32, ``y = (x q^T) * scale + bias``
 
 Kernels, by what this machine has:
 
-* the native kernels (:mod:`wavecraft.lm.native`): ``gemv.c`` widens each group of 8 int8 weights to fp32 in
-  registers. Decoding steps run in ``decode.c`` (the whole native step) and every product of up to 32 rows here.
-  At the musicgen-small size a native int8 step took 39 ms, against 55 ms for the PyTorch layers on fbgemm.
+* the native kernels (:mod:`wavecraft.lm.native`): ``gemv.c`` widens each vector of 16 int8 weights (8 on AVX2) to
+  fp32 in registers. Decoding steps run in ``decode.c`` (the whole native step) and every product of up to 32 rows
+  here. At the musicgen-small size an AVX2 native int8 step took 39 ms, against 55 ms for the PyTorch layers on
+  fbgemm.
 * larger products (a prefill, a teacher-forced pass): ``F.linear`` with the dequantized
   weight, one matrix at a time. The same numbers as the native kernels, where the product is compute-bound anyway.
 * without the native kernels: fbgemm's ``quantized::linear_dynamic`` (what ``torch.ao.quantization.quantize_dynamic``
