@@ -32,9 +32,10 @@
  *
  * Register tiles (R weight rows, C input rows) for few (M <= 2) and more input rows, measured at musicgen-small
  * shapes. AVX2: (4, 2) streams fp32 fastest for M <= 2, (6, 2) int8; (3, 4) needs the fewest loads per
- * multiply-add, which is what limits M = 4-8. AVX-512 (32 registers): (8, 2) and (4, 4). Against AVX2 on the same
- * machine, the 2-row fp32 products went from 1.03-1.1x the time of reading their weights to 0.97-1.0x, the 8-row
- * ones from 1.13-1.25x to 1.01-1.07x, and int8 got 1.1x (2 rows) and 1.2x (8 rows) faster. */
+ * multiply-add, which is what limits M = 4-8. AVX-512 (32 registers): (8, 2) and (4, 4). Against the AVX2 build on
+ * the same machine (benchmarks/bench_generate.py): 8-row fp32 products 1.06-1.07x the time of reading their
+ * weights instead of 1.13-1.25x (a batch-4 step 1.28-1.30x the batch-1 step instead of 1.40-1.41x), int8 steps
+ * 1.06x (2 rows) and 1.12x (8 rows) faster; 2-row fp32 products, already at the bandwidth, unchanged. */
 #if defined(__AVX512F__)
 #define FEW_F32 8, 2
 #define FEW_I8 8, 2
