@@ -1,6 +1,7 @@
 """The native decoding kernels under AddressSanitizer: every native-step scenario of test_lm_native_step.py, with
-the kernels rebuilt with ``-fsanitize=address`` (for the CPU's widest vectors, then for AVX2) in a child process, must run without an out-of-bounds access
-(a scratch buffer sized by the cache alone once overflowed on a long text condition)."""
+the kernels rebuilt with ``-fsanitize=address`` (for the CPU's widest vectors, then for AVX2) in a child process,
+must run without an out-of-bounds access (a scratch buffer sized by the cache alone once overflowed on a long text
+condition)."""
 
 from __future__ import annotations
 
