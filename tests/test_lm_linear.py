@@ -88,6 +88,30 @@ def test_kernels_are_built_for_the_cpus_widest_vectors(monkeypatch):
 
 
 @pytest.mark.skipif(not can_build, reason="needs a C compiler, an AVX2/FMA x86-64 CPU and torch on libgomp")
+def test_a_compiler_without_avx512_gets_the_avx2_build(monkeypatch, tmp_path, caplog):
+    """A compiler that refuses -mavx512f (an old one): the kernels are built for AVX2 instead of not at all."""
+    real = shutil.which("gcc") or shutil.which("cc")
+    fake = tmp_path / "cc"
+    fake.write_text('#!/bin/sh\ncase "$*" in *-mavx512f*) echo "unknown option" >&2; exit 1;; esac\n'
+                    f'exec {real} "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake))
+    monkeypatch.setenv("WAVECRAFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("WAVECRAFT_NATIVE_ISA", raising=False)
+    native.reset()
+    try:
+        with caplog.at_level(logging.WARNING, logger="wavecraft.lm.native"):
+            assert native.available() and native.isa() == "avx2"
+        x, weight = torch.randn(2, 24), torch.randn(5, 24)
+        torch.testing.assert_close(native.linear(x, weight), x @ weight.T, atol=1e-5, rtol=1e-5)
+        if "avx512f" in Path("/proc/cpuinfo").read_text().split():
+            assert "building for AVX2" in caplog.text
+    finally:
+        monkeypatch.undo()
+        native.reset()
+
+
+@pytest.mark.skipif(not can_build, reason="needs a C compiler, an AVX2/FMA x86-64 CPU and torch on libgomp")
 def test_fast_paths_give_the_plain_greedy_tokens(monkeypatch):
     """Native decoding step, packed oneDNN fallback and plain F.linear decode the same greedy tokens (random
     weights)."""

@@ -58,8 +58,13 @@ def _cpu_supported() -> bool:
 
 def isa() -> str:
     """The vector instructions the kernels are built for here: ``"avx512"`` where the CPU has AVX-512F (16-float
-    vectors: the products stream their weights faster), else ``"avx2"``; ``WAVECRAFT_NATIVE_ISA=avx2`` asks for
-    AVX2 on any CPU."""
+    vectors: the products stream their weights faster) and the compiler builds it, else ``"avx2"``;
+    ``WAVECRAFT_NATIVE_ISA=avx2`` asks for AVX2 on any CPU."""
+    available()
+    return _loaded.get("isa") or _wanted_isa()
+
+
+def _wanted_isa() -> str:
     wanted = os.environ.get("WAVECRAFT_NATIVE_ISA", "").lower()
     if wanted not in ("", "avx2", "avx512"):
         log.warning("WAVECRAFT_NATIVE_ISA=%s is not avx2 or avx512: ignored", wanted)
@@ -77,9 +82,9 @@ def _torch_uses_libgomp() -> bool:
         return False
 
 
-def _build(compiler: str) -> Path:
+def _build(compiler: str, isa_name: str) -> Path:
     """Compile the kernels into the cache (once per sources and flags); the file appears atomically."""
-    flags = FLAGS + ISA_FLAGS[isa()]
+    flags = FLAGS + ISA_FLAGS[isa_name]
     code = b"".join(path.read_bytes() for path in [*SOURCES, HEADER])
     digest = hashlib.sha256(code + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
     target = cache_dir() / f"kernels-{digest}.so"
@@ -94,37 +99,46 @@ def _build(compiler: str) -> Path:
     return target
 
 
-def _load() -> ctypes.CDLL | None:
+def _load() -> tuple[ctypes.CDLL, str] | None:
+    """The built library and the ISA it was built for; an AVX-512 build that fails (an old compiler) falls back to
+    AVX2."""
     if os.environ.get("WAVECRAFT_NATIVE", "1") == "0" or not _cpu_supported() or not _torch_uses_libgomp():
         return None
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         log.info("no C compiler found: decoding uses PyTorch's linear kernels")
         return None
-    try:
-        lib = ctypes.CDLL(str(_build(compiler)))
-        fn, fn_i8, step = lib.wavecraft_gemv_f32, lib.wavecraft_gemv_i8, lib.wavecraft_decode_step
-    except (OSError, subprocess.SubprocessError, AttributeError) as error:
-        detail = getattr(error, "stderr", None) or error
-        log.warning("could not build the native decoding kernel (%s): using PyTorch's kernels", detail)
+    wanted = _wanted_isa()
+    for isa_name in dict.fromkeys([wanted, "avx2"]):
+        try:
+            lib = ctypes.CDLL(str(_build(compiler, isa_name)))
+            fn, fn_i8, step = lib.wavecraft_gemv_f32, lib.wavecraft_gemv_i8, lib.wavecraft_decode_step
+            break
+        except (OSError, subprocess.SubprocessError, AttributeError) as error:
+            detail = getattr(error, "stderr", None) or error
+            fallback = "building for AVX2" if isa_name != "avx2" else "using PyTorch's kernels"
+            log.warning("could not build the native decoding kernel for %s (%s): %s", isa_name, detail, fallback)
+    else:
         return None
     pointer, size = ctypes.c_void_p, ctypes.c_int64
     fn.argtypes = [pointer, size, pointer, size, pointer, pointer, size, size, size, size]
     fn_i8.argtypes = [pointer, size, pointer, size, pointer, pointer, pointer, size, size, size, size]
     step.argtypes = [pointer, pointer, size, pointer]
     fn.restype = fn_i8.restype = step.restype = ctypes.c_int
-    return lib
+    return lib, isa_name
 
 
-# "lib": the library or None, once tried; "fn", "fn_i8": its fp32 and int8 product kernels. A plain dict so that
-# torch.compile traces the lookups.
+# "lib": the library or None, once tried; "isa": what it was built for; "fn", "fn_i8": its fp32 and int8 product
+# kernels. A plain dict so that torch.compile traces the lookups.
 _loaded: dict = {}
 
 
 def available() -> bool:
     """Whether the native kernels are built and loadable here (builds them on the first call)."""
     if "lib" not in _loaded:
-        lib = _loaded["lib"] = _load()
+        loaded = _load()
+        lib, _loaded["isa"] = loaded if loaded is not None else (None, None)
+        _loaded["lib"] = lib
         _loaded["fn"] = None if lib is None else lib.wavecraft_gemv_f32
         _loaded["fn_i8"] = None if lib is None else lib.wavecraft_gemv_i8
     return _loaded["lib"] is not None
