@@ -27,29 +27,39 @@ def golden_repo(golden: Path, lm: str, folder: Path) -> Path:
 
 
 @pytest.fixture
-def native_off(monkeypatch):
-    """The native kernels unavailable (as on a machine without a compiler); restored afterwards."""
+def rebuild_native(monkeypatch):
+    """``rebuild_native(NAME=value, ...)`` sets (``None``: removes) environment variables and has the native kernels
+    looked up again under them; after the test the environment and every other ``monkeypatch`` change are undone
+    and the kernels looked up once more."""
     from wavecraft.lm import native
 
-    monkeypatch.setenv("WAVECRAFT_NATIVE", "0")
-    native.reset()
-    yield
+    def rebuild(**env: str | None) -> None:
+        for name, value in env.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        native.reset()
+
+    yield rebuild
     monkeypatch.undo()
     native.reset()
 
 
+@pytest.fixture
+def native_off(rebuild_native):
+    """The native kernels unavailable (as on a machine without a compiler); restored afterwards."""
+    rebuild_native(WAVECRAFT_NATIVE="0")
+
+
 @pytest.fixture(params=["widest", "avx2"])
-def native_isa(request, monkeypatch):
+def native_isa(request, rebuild_native):
     """The native kernels built for this CPU's widest vectors (AVX-512 where it has them), then for AVX2 alone, what
     CPUs without AVX-512 run (the same build twice on those)."""
     from wavecraft.lm import native
 
-    if request.param == "avx2":
-        monkeypatch.setenv("WAVECRAFT_NATIVE_ISA", "avx2")
-    native.reset()
-    yield native.isa()
-    monkeypatch.undo()
-    native.reset()
+    rebuild_native(WAVECRAFT_NATIVE_ISA="avx2" if request.param == "avx2" else None)
+    return native.isa()
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ import logging
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -70,45 +69,32 @@ def test_native_kernel_shapes(native_isa):
 
 
 @pytest.mark.skipif(not can_build, reason="needs a C compiler, an AVX2/FMA x86-64 CPU and torch on libgomp")
-def test_kernels_are_built_for_the_cpus_widest_vectors(monkeypatch):
+def test_kernels_are_built_for_the_cpus_widest_vectors(rebuild_native):
     """AVX-512 where the CPU has it, else AVX2; WAVECRAFT_NATIVE_ISA=avx2 asks for AVX2, a library of its own."""
-    monkeypatch.delenv("WAVECRAFT_NATIVE_ISA", raising=False)
-    has_avx512 = "avx512f" in Path("/proc/cpuinfo").read_text().split()
-    native.reset()
-    try:
-        assert native.isa() == ("avx512" if has_avx512 else "avx2")
-        widest = native.library()._name
-        monkeypatch.setenv("WAVECRAFT_NATIVE_ISA", "avx2")
-        native.reset()
-        assert native.isa() == "avx2"
-        assert (native.library()._name != widest) == has_avx512
-    finally:
-        monkeypatch.undo()
-        native.reset()
+    has_avx512 = "avx512f" in native._cpu_flags()
+    rebuild_native(WAVECRAFT_NATIVE_ISA=None)
+    assert native.isa() == ("avx512" if has_avx512 else "avx2")
+    widest = native.library()._name
+    rebuild_native(WAVECRAFT_NATIVE_ISA="avx2")
+    assert native.isa() == "avx2"
+    assert (native.library()._name != widest) == has_avx512
 
 
 @pytest.mark.skipif(not can_build, reason="needs a C compiler, an AVX2/FMA x86-64 CPU and torch on libgomp")
-def test_a_compiler_without_avx512_gets_the_avx2_build(monkeypatch, tmp_path, caplog):
+def test_a_compiler_without_avx512_gets_the_avx2_build(rebuild_native, tmp_path, caplog):
     """A compiler that refuses -mavx512f (an old one): the kernels are built for AVX2 instead of not at all."""
     real = shutil.which("gcc") or shutil.which("cc")
     fake = tmp_path / "cc"
     fake.write_text('#!/bin/sh\ncase "$*" in *-mavx512f*) echo "unknown option" >&2; exit 1;; esac\n'
                     f'exec {real} "$@"\n')
     fake.chmod(0o755)
-    monkeypatch.setenv("CC", str(fake))
-    monkeypatch.setenv("WAVECRAFT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("WAVECRAFT_NATIVE_ISA", raising=False)
-    native.reset()
-    try:
-        with caplog.at_level(logging.WARNING, logger="wavecraft.lm.native"):
-            assert native.available() and native.isa() == "avx2"
-        x, weight = torch.randn(2, 24), torch.randn(5, 24)
-        torch.testing.assert_close(native.linear(x, weight), x @ weight.T, atol=1e-5, rtol=1e-5)
-        if "avx512f" in Path("/proc/cpuinfo").read_text().split():
-            assert "building for AVX2" in caplog.text
-    finally:
-        monkeypatch.undo()
-        native.reset()
+    rebuild_native(CC=str(fake), WAVECRAFT_CACHE=str(tmp_path / "cache"), WAVECRAFT_NATIVE_ISA=None)
+    with caplog.at_level(logging.WARNING, logger="wavecraft.lm.native"):
+        assert native.available() and native.isa() == "avx2"
+    x, weight = torch.randn(2, 24), torch.randn(5, 24)
+    torch.testing.assert_close(native.linear(x, weight), x @ weight.T, atol=1e-5, rtol=1e-5)
+    if "avx512f" in native._cpu_flags():
+        assert "building for AVX2" in caplog.text
 
 
 @pytest.mark.skipif(not can_build, reason="needs a C compiler, an AVX2/FMA x86-64 CPU and torch on libgomp")
@@ -143,21 +129,15 @@ def test_fast_paths_give_the_plain_greedy_tokens(monkeypatch):
     assert torch.equal(with_native, plain) and torch.equal(packed, plain)
 
 
-def test_build_failure_falls_back(monkeypatch, tmp_path, caplog):
+def test_build_failure_falls_back(monkeypatch, rebuild_native, tmp_path, caplog):
     """A compiler that fails: one warning, PyTorch's kernels, the same results."""
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    monkeypatch.setenv("WAVECRAFT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(native, "_cpu_supported", lambda: True)
-    native.reset()
-    try:
-        with caplog.at_level(logging.WARNING, logger="wavecraft.lm.native"):
-            assert not native.available()
-        if native._torch_uses_libgomp():
-            assert "could not build the native decoding kernel" in caplog.text
-        check_matches_f_linear()
-    finally:
-        monkeypatch.undo()
-        native.reset()
+    rebuild_native(CC=str(tmp_path / "no-such-compiler"), WAVECRAFT_CACHE=str(tmp_path / "cache"))
+    with caplog.at_level(logging.WARNING, logger="wavecraft.lm.native"):
+        assert not native.available()
+    if native._torch_uses_libgomp():
+        assert "could not build the native decoding kernel" in caplog.text
+    check_matches_f_linear()
 
 
 def test_repacks_after_in_place_update(native_off):
