@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+import math
+import os
 import shutil
 from pathlib import Path
 
@@ -7,15 +10,45 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = ROOT.parent / "shared" / "golden"
+GOLDEN_ENV = "WAVECRAFT_GOLDEN"
+GOLDEN_DEFAULT = ROOT / "tests" / "data" / "golden"
+GOLDEN_SETS = ("encodec", "musicgen", "stereo", "melody")  # the sets these tests read
+
+
+def golden_dir() -> Path:
+    """``$WAVECRAFT_GOLDEN`` (a folder in the layout of tests/data/golden) if set, else tests/data/golden."""
+    value = os.environ.get(GOLDEN_ENV)
+    return Path(value).expanduser() if value else GOLDEN_DEFAULT
 
 
 @pytest.fixture(scope="session")
 def golden() -> Path:
-    """The reference data written by AudioCraft's own code (read-only; see ../shared/golden/README.md)."""
-    if not (GOLDEN / "encodec").is_dir():
-        pytest.fail(f"golden reference data not found at {GOLDEN}")
-    return GOLDEN
+    """Reference data written by AudioCraft's own code (read-only; see tests/data/golden/README.md).
+
+    Other sets in the same layout (other sizes, seeds, options) are selected with ``WAVECRAFT_GOLDEN``; the tests
+    read every size and call argument from the set's ``meta.json``, the checkpoint config or tensor shapes.
+    """
+    root = golden_dir()
+    missing = [name for name in GOLDEN_SETS if not (root / name / "meta.json").is_file()]
+    if missing:
+        where = f"${GOLDEN_ENV}={os.environ[GOLDEN_ENV]}" if os.environ.get(GOLDEN_ENV) else f"${GOLDEN_ENV} unset"
+        pytest.fail(f"golden reference set(s) {', '.join(missing)} not found under {root} ({where}): set "
+                    f"{GOLDEN_ENV} to a folder holding {', '.join(GOLDEN_SETS)} (each with its meta.json)",
+                    pytrace=False)
+    return root
+
+
+def golden_meta(golden: Path, name: str) -> dict:
+    """The ``meta.json`` of the golden set ``name`` (every call argument, seed and size of that set)."""
+    return json.loads((golden / name / "meta.json").read_text())
+
+
+def seconds(frames: int, frame_rate: float) -> float:
+    """A duration of ``frames`` codec frames: ``int(duration * frame_rate) == frames`` (how the models count them)."""
+    duration = frames / frame_rate
+    while int(duration * frame_rate) < frames:
+        duration = math.nextafter(duration, math.inf)
+    return duration
 
 
 def golden_repo(golden: Path, lm: str, folder: Path) -> Path:

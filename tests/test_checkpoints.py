@@ -10,6 +10,7 @@ import textwrap
 import pytest
 import torch
 
+from conftest import golden_meta
 from wavecraft.checkpoints.safe_load import load_torch_file
 from wavecraft.checkpoints.xp_config import parse_xp_config, section
 from wavecraft.codec import EnCodec
@@ -45,9 +46,11 @@ def test_pickle_with_code_is_refused_and_never_runs(tmp_path):
     assert not marker.exists()
 
 
-def test_config_not_matching_weights(golden_package, tmp_path):
+def test_config_not_matching_weights(golden, golden_package, tmp_path):
+    n_filters = golden_meta(golden, "encodec")["config"]["n_filters"]
     bad = dict(golden_package)
-    bad["xp.cfg"] = golden_package["xp.cfg"].replace("n_filters: 8", "n_filters: 16")
+    bad["xp.cfg"] = golden_package["xp.cfg"].replace(f"n_filters: {n_filters}", f"n_filters: {2 * n_filters}")
+    assert bad["xp.cfg"] != golden_package["xp.cfg"]
     path = tmp_path / "compression_state_dict.bin"
     torch.save(bad, path)
     with pytest.raises(CheckpointError) as excinfo:
@@ -57,7 +60,8 @@ def test_config_not_matching_weights(golden_package, tmp_path):
 
 def test_missing_weight_is_reported(golden_package, tmp_path):
     bad = dict(golden_package)
-    bad["best_state"] = {k: v for k, v in golden_package["best_state"].items() if "decoder.model.15" not in k}
+    dropped = [k for k in golden_package["best_state"] if k.startswith("decoder.")][-1]  # e.g. the last conv's bias
+    bad["best_state"] = {k: v for k, v in golden_package["best_state"].items() if k != dropped}
     path = tmp_path / "c.bin"
     torch.save(bad, path)
     with pytest.raises(CheckpointError) as excinfo:
@@ -92,7 +96,7 @@ def test_save_pretrained_round_trip(golden, tmp_path):
     assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["config.json", "model.safetensors"]
     again = EnCodec.from_pretrained(tmp_path / "saved")
     assert again.cfg == model.cfg
-    wav = torch.randn(1, 1, 7000) * 0.2
+    wav = torch.randn(1, model.channels, 7000) * 0.2  # any length
     with torch.inference_mode():
         assert torch.equal(again.encode(wav)[0], model.encode(wav)[0])
     # the safetensors file alone (config.json beside it) works too
@@ -148,7 +152,8 @@ def test_hub_name_offline_uses_cache(golden, tmp_path):
             "print(m.cfg.n_filters, m.name_or_path)")
     result = _run_offline(code, {"WAVECRAFT_CACHE_DIR": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["8", "facebook/musicgen-tiny"]
+    n_filters = golden_meta(golden, "encodec")["config"]["n_filters"]
+    assert result.stdout.split() == [str(n_filters), "facebook/musicgen-tiny"]
 
 
 def test_hub_name_offline_not_cached(tmp_path):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import golden_meta
 from wavecraft.lm.patterns import (
     DelayedPatternProvider,
     ParallelPatternProvider,
@@ -65,9 +68,11 @@ def test_stereo_delays():
 def test_delay_matches_audiocraft(golden, name):
     io = load_file(str(golden / name / "io.safetensors"))
     codes = io["fwd_codes"]
-    delays = [0, 1, 2, 3] if name == "musicgen" else [0, 0, 1, 1, 2, 2, 3, 3]
-    pattern = DelayedPatternProvider(codes.shape[1], delays).get_pattern(codes.shape[-1])
-    values, _, _ = pattern.build_pattern_sequence(codes, special_token=128)
+    config = golden_meta(golden, name)["config"]  # "codebooks_pattern": "delay [0,1,2,3]"; special token = card
+    kind, _, delays = config["codebooks_pattern"].partition(" ")
+    assert kind == "delay"
+    pattern = DelayedPatternProvider(codes.shape[1], json.loads(delays)).get_pattern(codes.shape[-1])
+    values, _, _ = pattern.build_pattern_sequence(codes, special_token=config.get("special_token_id", config["card"]))
     assert torch.equal(values, io["fwd_sequence"])
 
 

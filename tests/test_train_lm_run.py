@@ -182,15 +182,16 @@ def test_cli_train_lm_and_config_errors(corpus, tmp_path, capsys) -> None:
 
 def test_fine_tune_from_an_audiocraft_checkpoint(corpus, golden, tmp_path) -> None:
     """init_from: AudioCraft's state_dict.bin + compression_state_dict.bin (golden, random weights), a local T5."""
-    from conftest import golden_repo
+    from conftest import golden_meta, golden_repo
     from textenc import tiny_t5
 
     manifest, _ = corpus
     repo = golden_repo(golden, "musicgen", tmp_path / "repo")
-    tokenizer, encoder = tiny_t5()
+    before = MusicGen.get_pretrained(repo, device="cpu")
+    tokenizer, encoder = tiny_t5(before.bundle.conditioners["description"].output_proj.in_features)
     tokenizer.save_pretrained(tmp_path / "t5")
     encoder.save_pretrained(tmp_path / "t5")
-    before = MusicGen.get_pretrained(repo, device="cpu").lm.state_dict()
+    before = before.lm.state_dict()
     cfg = load_config(LMRunConfig, None, [
         f"manifest={manifest}", f"init_from={repo}", f"text_encoder_name={tmp_path / 't5'}",
         f"train.output_dir={tmp_path / 'ft'}", "segment_duration=0.5", "train.batch_size=2", "train.total_steps=2",
@@ -201,4 +202,4 @@ def test_fine_tune_from_an_audiocraft_checkpoint(corpus, golden, tmp_path) -> No
     after = tuned.lm.state_dict()
     assert before.keys() == after.keys()
     assert not torch.equal(before["transformer.layers.0.linear1.weight"], after["transformer.layers.0.linear1.weight"])
-    assert tuned.sample_rate == 32000
+    assert tuned.sample_rate == golden_meta(golden, "encodec")["config"]["sample_rate"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -16,6 +18,12 @@ from wavecraft.errors import CodecFileError
 @pytest.fixture(scope="module")
 def codec_path(golden):
     return str(golden / "encodec" / "compression_state_dict.bin")
+
+
+@pytest.fixture(scope="module")
+def codec(codec_path):
+    """The golden codec: the expected sizes below follow from its rate, hop and codebooks."""
+    return EnCodec.from_pretrained(codec_path)
 
 
 def _music(seconds: float, sr: int = 32000, channels: int = 1) -> np.ndarray:
@@ -67,38 +75,50 @@ def test_damaged_files_are_rejected(tmp_path, damage):
     assert "\n" not in str(excinfo.value)
 
 
-def test_cli_round_trip(tmp_path, codec_path, capsys):
-    sf.write(tmp_path / "in.wav", _music(1.234), 32000)
+def test_cli_round_trip(tmp_path, codec_path, codec, capsys):
+    rate = codec.sample_rate
+    music = _music(1.234, sr=rate, channels=codec.channels)  # at the codec's rate: encoded as is
+    sf.write(tmp_path / "in.wav", music, rate)
     assert main(["compress", str(tmp_path / "in.wav"), str(tmp_path / "x.wcodec"), "--model", codec_path,
                  "--no-progress"]) == 0
     item = read_wcodec(tmp_path / "x.wcodec")
-    assert item.codes.shape == (4, 62) and item.length == 39488
-    model = EnCodec.from_pretrained(codec_path)
-    wav = torch.from_numpy(_music(1.234).T)[None]
+    length = music.shape[0]
+    assert item.codes.shape == (codec.num_codebooks, -(-length // codec.hop_length)) and item.length == length
+    wav = torch.from_numpy(music.T)[None]
     with torch.inference_mode():
-        assert torch.equal(item.codes, model.encode(wav)[0][0])
+        assert torch.equal(item.codes, codec.encode(wav)[0][0])
     assert main(["decompress", str(tmp_path / "x.wcodec"), str(tmp_path / "out.flac"), "--no-progress"]) == 0
     out, sr = sf.read(tmp_path / "out.flac")
-    assert sr == 32000 and out.shape == (39488,)
+    assert sr == rate and out.shape[0] == length
 
 
-def test_cli_bandwidth_and_stereo_downmix(tmp_path, codec_path):
-    sf.write(tmp_path / "in.wav", _music(0.5, sr=44100, channels=2), 44100)
+def test_cli_bandwidth_and_stereo_downmix(tmp_path, codec_path, codec):
+    from wavecraft.audio import convert_audio
+
+    music = _music(0.5, sr=44100, channels=2)  # another rate and channel count than the (mono) codec's
+    sf.write(tmp_path / "in.wav", music, 44100)
+    n_q = min(2, codec.total_codebooks)
+    kbps = n_q * codec.frame_rate * math.log2(codec.cardinality) / 1000  # the bitrate of n_q codebooks
     assert main(["compress", str(tmp_path / "in.wav"), str(tmp_path / "x.wcodec"), "--model", codec_path,
-                 "--bandwidth", "0.7", "--no-progress"]) == 0
+                 "--bandwidth", repr(kbps), "--no-progress"]) == 0
     item = read_wcodec(tmp_path / "x.wcodec")
-    assert item.codes.shape[0] == 2 and item.channels == 1 and item.length == 16000
+    length = convert_audio(torch.from_numpy(music.T), 44100, codec.sample_rate, codec.channels).shape[-1]
+    assert item.codes.shape[0] == n_q and item.channels == codec.channels and item.length == length
 
 
-def test_long_file_in_segments(tmp_path, codec_path):
+def test_long_file_in_segments(tmp_path, codec_path, codec):
     from wavecraft.models.compression import compress_file, decompress_file
 
-    sf.write(tmp_path / "in.wav", _music(2.5), 32000)
+    # 2.5 segments of 1 s (segments are whole frames: the rate is a multiple of the hop in the codecs used here)
+    frame_rate, hop = codec.frame_rate, codec.hop_length
+    assert frame_rate * hop == codec.sample_rate
+    sf.write(tmp_path / "in.wav", _music(2.5, sr=codec.sample_rate), codec.sample_rate)
     item = compress_file(tmp_path / "in.wav", tmp_path / "x.wcodec", model=codec_path, segment_seconds=1.0)
-    assert item.segment_frames == 50 and item.codes.shape == (4, 125)
+    frames = int(2.5 * frame_rate)
+    assert item.segment_frames == frame_rate and item.codes.shape == (codec.num_codebooks, frames)
     out = decompress_file(tmp_path / "x.wcodec", tmp_path / "y.wav")
     data, _ = sf.read(out)
-    assert data.shape == (80000,) and np.abs(data).max() > 0.01
+    assert data.shape[0] == frames * hop and np.abs(data).max() > 0.01
 
 
 def _bad_inputs(tmp_path):
@@ -131,13 +151,14 @@ def test_cli_bad_input_one_line_error_and_no_output(tmp_path, codec_path, capsys
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
 
 
-def test_cli_bad_checkpoint_and_mismatched_model(tmp_path, codec_path, capsys):
+def test_cli_bad_checkpoint_and_mismatched_model(tmp_path, codec_path, codec, capsys):
     sf.write(tmp_path / "in.wav", _music(0.3), 32000)
     (tmp_path / "bad.bin").write_bytes(b"not a checkpoint")
     assert main(["compress", str(tmp_path / "in.wav"), str(tmp_path / "x.wcodec"), "--model",
                  str(tmp_path / "bad.bin")]) == 1
     assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "x.wcodec").exists()
-    write_wcodec(tmp_path / "y.wcodec", _item(sample_rate=24000, cardinality=128, scale=None,
-                                              codes=torch.zeros(4, 5, dtype=torch.long)))
+    other = codec.sample_rate // 2  # a file of another rate than the codec's
+    write_wcodec(tmp_path / "y.wcodec", _item(sample_rate=other, cardinality=codec.cardinality, scale=None,
+                                              codes=torch.zeros(codec.num_codebooks, 5, dtype=torch.long)))
     assert main(["decompress", str(tmp_path / "y.wcodec"), str(tmp_path / "y.wav"), "--model", codec_path]) == 1
-    assert "24000 Hz" in capsys.readouterr().err and not (tmp_path / "y.wav").exists()
+    assert f"{other} Hz" in capsys.readouterr().err and not (tmp_path / "y.wav").exists()

@@ -63,12 +63,15 @@ def lm_config_from_xp(root: dict[str, Any], cross_attention: bool) -> LMConfig:
     pattern = section(root, "codebooks_pattern") or {"modeling": "delay", "delay": {"delays": [0, 1, 2, 3]}}
     modeling = pattern.get("modeling", "delay")
     n_q = int(tlm["n_q"])
+    if modeling == "delay" and any(pattern.get("delay", {}).get(k, 0) for k in ("flatten_first", "empty_initial")):
+        raise ValueError("codebooks_pattern.delay.flatten_first / empty_initial other than 0 are not supported")
     delays = tuple(pattern.get("delay", {}).get("delays", range(n_q))) if modeling == "delay" else tuple([0] * n_q)
     return LMConfig(
         dim=tlm["dim"], num_heads=tlm["num_heads"], num_layers=tlm["num_layers"],
         hidden_scale=tlm.get("hidden_scale", 4), n_q=n_q, card=tlm["card"], cross_attention=cross_attention,
         causal=tlm.get("causal", True), bias_attn=tlm.get("bias_attn", True), bias_ff=tlm.get("bias_ff", True),
-        bias_proj=tlm.get("bias_proj", True), pattern=modeling, delays=delays)
+        bias_proj=tlm.get("bias_proj", True), max_period=float(tlm.get("max_period", 10000.0)),
+        positional_scale=float(tlm.get("positional_scale", 1.0)), pattern=modeling, delays=delays)
 
 
 def _conditioners_from_xp(root: dict[str, Any], dim: int, state: dict[str, torch.Tensor]) -> nn.ModuleDict:
@@ -81,6 +84,10 @@ def _conditioners_from_xp(root: dict[str, Any], dim: int, state: dict[str, torch
             modules[name] = T5Conditioner(dim, spec["t5"]["name"], encoder_dim)
         elif kind == "chroma_stem":
             chroma = spec["chroma_stem"]
+            # AudioCraft passes these on to its ChromaExtractor; ours derives them from radix2_exp (its defaults).
+            if any(chroma.get(k) is not None for k in ("nfft", "winlen", "winhop")) or \
+                    chroma.get("norm", float("inf")) != float("inf"):
+                raise ValueError("chroma_stem nfft/winlen/winhop/norm overrides are not supported")
             duration = (section(root, "dataset") or {}).get("segment_duration") or 30.0
             modules[name] = ChromaConditioner(dim, int(chroma["sample_rate"]), float(duration),
                                               n_chroma=chroma.get("n_chroma", 12),
@@ -126,6 +133,11 @@ def _load_audiocraft(path: Path) -> LMBundle:
     root = parse_xp_config(package["xp.cfg"])
     try:
         fuser_cfg = section(root, "fuser") or {}
+        if fuser_cfg.get("cross_attention_pos_emb", False):
+            raise ValueError("fuser.cross_attention_pos_emb is not supported")
+        stereo = section(root, "interleave_stereo_codebooks") or {}
+        if stereo.get("use", False) and stereo.get("per_timestep", False):
+            raise ValueError("interleave_stereo_codebooks.per_timestep is not supported")
         fuser = ConditionFuser({k: list(v) for k, v in fuser_cfg.items() if isinstance(v, list)})
         cfg = lm_config_from_xp(root, cross_attention=fuser.has_cross)
         conditioners = _conditioners_from_xp(root, cfg.dim, state)
@@ -139,7 +151,6 @@ def _load_audiocraft(path: Path) -> LMBundle:
     conditioners.load_state_dict(cond_state)
     cfg_guidance = section(root, "classifier_free_guidance") or {}
     dataset = section(root, "dataset") or {}
-    stereo = section(root, "interleave_stereo_codebooks") or {}
     return LMBundle(
         lm=lm.eval(), conditioners=conditioners.eval(), fuser=fuser,
         cfg_coef=float(cfg_guidance.get("inference_coef", 3.0)),
@@ -223,8 +234,11 @@ def rename_transformers_lm_keys(state: dict[str, torch.Tensor]
 def _t5_loader(source: Path | str, text_config: dict[str, Any]) -> Any:
     """Builds the checkpoint's own T5 encoder and the repo's tokenizer, on first use."""
     def load() -> tuple[object, nn.Module]:
-        from transformers import AutoTokenizer, T5Config, T5EncoderModel
-
+        try:
+            from transformers import AutoTokenizer, T5Config, T5EncoderModel
+        except ImportError:
+            raise CheckpointError("the T5 text encoder of official checkpoints needs `transformers`: "
+                                  "pip install 'wavecraft[t5]'") from None
         encoder = T5EncoderModel(T5Config.from_dict(text_config))
         missing, unexpected = encoder.load_state_dict(read_weights(source, "text_encoder."), strict=False)
         if unexpected or set(missing) - {"encoder.embed_tokens.weight"}:

@@ -109,7 +109,8 @@ class ChromaConditioner(nn.Module):
     def set_window(self, duration: float, frame_rate: float | None = None) -> None:
         """Size the condition for ``duration`` seconds: ``chroma_len`` chroma frames, and with the codec's
         ``frame_rate`` (``sum`` fusion) one projected vector per codec frame (``frames``)."""
-        self.chroma_len = 1 + int(self.sample_rate * duration) // self.chroma.hop
+        # The frames of a ``duration`` s clip, which the extractor first pads to n_fft if shorter (as AudioCraft).
+        self.chroma_len = 1 + max(int(self.sample_rate * duration), self.chroma.n_fft) // self.chroma.hop
         self.frame_rate = frame_rate
         self.frames = 0 if frame_rate is None else int(round(duration * frame_rate))
 
