@@ -3,32 +3,56 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Sequence
 
 from .errors import WavecraftError
 
+#: Audio formats a generation can write (``wavecraft.audio.io.WRITE_FORMATS``; not imported here: torch is slow
+#: to import, and argument errors should answer at once).
+_FORMATS = ("wav", "flac", "mp3", "ogg")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default, unless its help already says it or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wavecraft", description="Neural audio compression and generation.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from . import __version__
 
-    p = sub.add_parser("compress", help="encode an audio file to a .wcodec token file")
+    parser = argparse.ArgumentParser(prog="wavecraft", description="Neural audio compression and generation.",
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"wavecraft {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add = functools.partial(sub.add_parser, formatter_class=_HelpFormatter)
+
+    p = add("compress", help="encode an audio file to a .wcodec token file")
     p.add_argument("input", help="audio file (wav, flac, ogg, mp3, m4a, ...)")
     p.add_argument("output", help="output .wcodec file")
     p.add_argument("--model", default=None,
-                   help="codec: hub name, directory or checkpoint file (default: facebook/encodec_32khz)")
+                   help="codec: shipped name, hub name, directory or checkpoint file (default: wavecraft-small's "
+                        "codec, which ships with wavecraft; e.g. facebook/encodec_32khz with hub access)")
     p.add_argument("--bandwidth", type=float, default=None, help="target bitrate in kbps (selects codebooks)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    p = sub.add_parser("generate", help="text-to-music with MusicGen")
-    _generation_args(p, default_model="wavecraft-small", default_duration=10.0)
-    p = sub.add_parser("sfx", help="text-to-sound with AudioGen")
-    _generation_args(p, default_model="facebook/audiogen-medium", default_duration=5.0)
+    p = add("generate", help="text-to-music with MusicGen")
+    _generation_args(p, kind="music")
+    p = add("sfx", help="text-to-sound with AudioGen")
+    _generation_args(p, kind="sfx")
 
-    data = sub.add_parser("data", help="build training data").add_subparsers(dest="data_command", required=True)
-    p = data.add_parser("manifest", help="list a folder of audio (with .txt/.json captions) as a JSONL manifest")
+    add("models", help="list the models that ship with wavecraft (usable offline by name)")
+
+    data = add("data", help="build training data").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("manifest", formatter_class=_HelpFormatter,
+                        help="list a folder of audio (with .txt/.json captions) as a JSONL manifest")
     p.add_argument("root", help="folder to scan recursively")
     p.add_argument("-o", "--output", required=True, help="manifest file (.jsonl or .jsonl.gz)")
     p.add_argument("--min-duration", type=float, default=0.0, help="skip files shorter than this (seconds)")
@@ -36,7 +60,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=4, help="threads probing files")
     _corpus_args(data)
 
-    train = sub.add_parser("train", help="train models").add_subparsers(dest="train_command", required=True)
+    train = add("train", help="train models").add_subparsers(dest="train_command", required=True)
     p = train.add_parser("codec", help="train an EnCodec codec on a manifest (optionally adversarial)")
     p.add_argument("config", nargs="?", default=None, help="YAML training config (default: built-in defaults)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -48,7 +72,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many more steps (resume later with the same command)")
 
-    p = sub.add_parser("decompress", help="decode a .wcodec file to audio")
+    p = add("decompress", help="decode a .wcodec file to audio")
     p.add_argument("input", help=".wcodec file")
     p.add_argument("output", help="output audio file; format from the suffix (wav, flac, mp3, ogg)")
     p.add_argument("--model", default=None, help="codec to decode with (default: the one named in the file)")
@@ -56,31 +80,45 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _generation_args(p: argparse.ArgumentParser, default_model: str, default_duration: float) -> None:
+def _generation_args(p: argparse.ArgumentParser, kind: str) -> None:
+    music = kind == "music"
     p.add_argument("prompts", nargs="*", help="text descriptions, one clip each")
-    p.add_argument("--prompts-file", help="a text file with one description per line")
-    shipped = " (ships with wavecraft)" if default_model == "wavecraft-small" else ""
-    p.add_argument("--model", default=default_model,
-                   help=f"hub name, directory or file (default: {default_model}{shipped})")
-    p.add_argument("--duration", type=float, default=default_duration, help="seconds per clip")
+    p.add_argument("--prompts-file", help="a text file with one description per line (blank lines and lines "
+                                          "starting with # are skipped)")
+    if music:
+        p.add_argument("--model", default="wavecraft-small",
+                       help="shipped name, hub name, directory or file (default: wavecraft-small, which ships "
+                            "with wavecraft; see `wavecraft models`)")
+    else:
+        p.add_argument("--model", default=None,
+                       help="hub name (e.g. facebook/audiogen-medium), directory or file; required: no "
+                            "sound-effects model ships with wavecraft yet")
+    p.add_argument("--duration", type=float, default=10.0 if music else 5.0, help="seconds per clip")
     p.add_argument("--seed", type=int, default=None, help="random seed (reproducible sampling)")
-    p.add_argument("--top-k", type=int, default=250)
+    p.add_argument("--top-k", type=int, default=250, help="sample among the k most likely tokens")
     p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling; wins over --top-k when > 0")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature for sampling")
     p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance coefficient")
     p.add_argument("--cfg-beta", type=float, default=None,
-                   help="double CFG: the description's weight against the other conditions (e.g. with --melody "
-                        "on the shipped model, --cfg 9 --cfg-beta 0.33 follows the melody closely)")
+                   help="double CFG: the description's weight against the other conditions"
+                        + (" (e.g. with --melody on the shipped model, --cfg 9 --cfg-beta 0.33 follows the melody "
+                           "closely)" if music else ""))
     p.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
     p.add_argument("--two-step-cfg", action="store_true", help="run conditional and null passes separately")
     p.add_argument("--extend-stride", type=float, default=None,
-                   help="window stride beyond the max duration (default: 18 s music, 2 s sfx)")
+                   help="seconds each window advances beyond the model's max duration (default: the model's own: "
+                        + ("18 s for MusicGen checkpoints, half the max duration for shorter models, e.g. 3 s "
+                           "for wavecraft-small)" if music else "2 s for AudioGen)"))
     p.add_argument("--continue-from", help="audio file to continue (its audio starts the output)")
-    p.add_argument("--melody", help="audio file whose melody to follow (musicgen-melody models)")
+    if music:
+        p.add_argument("--melody", help="audio file whose melody to follow (melody models, e.g. wavecraft-small)")
+    else:
+        p.set_defaults(melody=None)
     p.add_argument("--text-encoder", help="local T5 folder or hub name to use instead of the model's default")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("-o", "--output", default="output.wav", help="output file; several prompts get _0, _1, ...")
-    p.add_argument("--format", choices=["wav", "flac", "mp3", "ogg"], default=None,
+    p.add_argument("-o", "--output", default="output.wav",
+                   help="output file; several prompts get _0, _1, ...; its folder must exist (default: output.wav)")
+    p.add_argument("--format", choices=_FORMATS, default=None,
                    help="audio format (default: from the output suffix, else wav)")
     p.add_argument("--batch-size", type=int, default=None, help="prompts generated together (default: all)")
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 transformer weights: faster on CPU")
@@ -92,8 +130,31 @@ def _generation_args(p: argparse.ArgumentParser, default_model: str, default_dur
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _check_output(path: str, fmt: str | None = None) -> None:
+    """Refuse an output whose folder does not exist (a typo must not create folders) or whose suffix names
+    another format than ``--format``."""
+    from pathlib import Path
+
+    out = Path(path)
+    parent = out.parent
+    if not parent.is_dir():
+        raise WavecraftError(f"cannot write {out}: folder {parent} does not exist" if not parent.exists()
+                             else f"cannot write {out}: {parent} is not a folder")
+    suffix = out.suffix.lstrip(".").lower()
+    if fmt and suffix in _FORMATS and suffix != fmt:
+        raise WavecraftError(f"--format {fmt} conflicts with the output name {out.name} (.{suffix}): "
+                             "change one of them")
+
+
 def _generate(args: argparse.Namespace) -> None:
-    from .models.generation_job import GenerationJob
+    from .checkpoints.hub import check_reachable
+
+    _check_output(args.output, args.format)
+    if args.command == "sfx" and args.model is None:
+        raise WavecraftError("no sound-effects model ships with wavecraft yet: pass --model (e.g. "
+                             "facebook/audiogen-medium with hub access or in the HF cache, or a local folder)")
+    check_reachable(args.model, "sfx" if args.command == "sfx" else "music")
+    from .models.generation_job import GenerationJob  # torch: after the checks, which answer at once
 
     job = GenerationJob.from_args(args, kind="sfx" if args.command == "sfx" else "music")
     for path in job.run():
@@ -104,7 +165,6 @@ def _data(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from .data import build_manifest, write_manifest
-    from .errors import WavecraftError
 
     if args.data_command != "manifest":
         return _corpus_command(args)
@@ -228,21 +288,41 @@ def _train_lm(args: argparse.Namespace) -> None:
         print(f"{final}: model after {cfg.train.total_steps} steps (MusicGen.get_pretrained({str(final)!r}))")
 
 
+def _models(args: argparse.Namespace) -> None:
+    from .checkpoints.shipped import SHIPPED
+
+    width = max(len(name) for name in SHIPPED)
+    for model in SHIPPED.values():
+        print(f"{model.name:<{width}}  {', '.join(model.uses):<12}  {model.about}")
+    print("Any --model also takes a hub name (facebook/musicgen-small, ...; needs the hub or the HF cache), a "
+          "local folder or a checkpoint file.")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _compress(args: argparse.Namespace) -> None:
+    from .checkpoints.hub import check_reachable
     from .models.compression import DEFAULT_CODEC, compress_file
 
+    _check_output(args.output)
+    check_reachable(args.model, "codec")
     begin = time.perf_counter()
     item = compress_file(args.input, args.output, model=args.model or DEFAULT_CODEC, bandwidth=args.bandwidth,
                          progress=not args.no_progress)
     seconds = item.length / item.sample_rate
     k, frames = item.codes.shape
-    print(f"{args.output}: {seconds:.2f} s of audio -> {k} codebooks x {frames} frames "
+    print(f"{args.output}: {seconds:.2f} s of audio -> {_plural(k, 'codebook')} x {_plural(frames, 'frame')} "
           f"({time.perf_counter() - begin:.2f} s)")
 
 
 def _decompress(args: argparse.Namespace) -> None:
+    from .checkpoints.hub import check_reachable
     from .models.compression import decompress_file
 
+    _check_output(args.output)
+    check_reachable(args.model, "codec")
     begin = time.perf_counter()
     path = decompress_file(args.input, args.output, model=args.model, progress=not args.no_progress)
     print(f"{path} ({time.perf_counter() - begin:.2f} s)")
@@ -261,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     _quiet_hub_logging()
     commands = {"compress": _compress, "decompress": _decompress, "generate": _generate, "sfx": _generate,
-                "data": _data, "train": _train}
+                "data": _data, "train": _train, "models": _models}
     try:
         commands[args.command](args)
     except WavecraftError as e:

@@ -18,6 +18,7 @@ from ..errors import CheckpointError
 from .files import read_json, read_weights, write_checkpoint
 from .hub import find_file
 from .safe_load import load_torch_file, load_weights
+from .shipped import shipped_folder
 from .xp_config import parse_xp_config, section
 
 WAVECRAFT_CODEC = "wavecraft_codec"
@@ -27,8 +28,12 @@ FORMAT_VERSION = 1
 
 # -- entry points ---------------------------------------------------------------------------------------------------
 def load_codec(name_or_path: str | Path, device: str | torch.device = "cpu") -> CompressionModel:
-    """Load a codec from a file, a directory or a hub repo, whatever its layout (see module docstring)."""
-    model = _load(name_or_path)
+    """Load a codec from a file, a directory, a hub repo or a shipped model name (``wavecraft-small``: its codec),
+    whatever its layout (see module docstring)."""
+    if name_or_path is None or not isinstance(name_or_path, (str, Path)):
+        raise CheckpointError(f"a codec name or path is needed, got {name_or_path!r}")
+    folder = None if Path(name_or_path).expanduser().exists() else shipped_folder(name_or_path, "codec")
+    model = _load(folder or name_or_path)
     model.name_or_path = str(name_or_path)
     return model.to(device).eval()
 

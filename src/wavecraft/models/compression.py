@@ -13,7 +13,10 @@ from ..codec.compression import CompressionModel, EnCodec
 from ..codec.wcodec import CodecFile, read_wcodec, write_wcodec
 from ..errors import CodecFileError, InvalidAudioError
 
-DEFAULT_CODEC = "facebook/encodec_32khz"
+#: The codec of the shipped wavecraft-small model: works offline (EnCodec proper: ``facebook/encodec_32khz``).
+DEFAULT_CODEC = "wavecraft-small"
+#: Decoding restores each segment's input RMS within this many dB (a silent segment is left as decoded).
+MAX_LEVEL_GAIN_DB = 30.0
 #: Long inputs are coded in independent segments of this many seconds: bounded memory and a progress bar.
 SEGMENT_SECONDS = 30.0
 
@@ -35,10 +38,27 @@ def _segment_frames(model: CompressionModel, segment_seconds: float) -> int:
     return max(1, int(segment_seconds * model.frame_rate))
 
 
+def _rms(wav: torch.Tensor) -> float:
+    return float(wav.double().pow(2).mean().sqrt()) if wav.numel() else 0.0
+
+
+def level_gain(decoded: torch.Tensor, target_rms: float) -> float:
+    """Gain that brings ``decoded``'s RMS to ``target_rms``, within +-:data:`MAX_LEVEL_GAIN_DB`; 1 for silence."""
+    current = _rms(decoded)
+    if current < 1e-7 or target_rms < 1e-7:
+        return 1.0
+    limit = 10 ** (MAX_LEVEL_GAIN_DB / 20)
+    return min(max(target_rms / current, 1 / limit), limit)
+
+
 def compress_file(src: str | Path, dst: str | Path, model: str | Path | CompressionModel = DEFAULT_CODEC,
                   bandwidth: float | None = None, segment_seconds: float = SEGMENT_SECONDS,
                   progress: bool = False) -> CodecFile:
-    """Read ``src`` (any format ``audio_read`` takes), encode it and write the ``.wcodec`` file ``dst``."""
+    """Read ``src`` (any format ``audio_read`` takes), encode it and write the ``.wcodec`` file ``dst``.
+
+    Each segment's input RMS is stored (``levels``) so that decoding gives back the input's loudness: a codec such
+    as the shipped one decodes at the level it was trained on, whatever the input's.
+    """
     # Input problems are reported before a (possibly slow) model download.
     wav, sr = audio_read(src)
     check_audio(wav, name=str(src))
@@ -52,25 +72,29 @@ def compress_file(src: str | Path, dst: str | Path, model: str | Path | Compress
     if seg_frames * hop >= length:
         seg_frames = 0
     step = seg_frames * hop or length
-    codes, scales = [], []
+    codes, scales, levels = [], [], []
     with torch.inference_mode():
         starts = range(0, length, step)
         for start in tqdm(starts, desc="compress", unit="seg", disable=not progress or len(starts) == 1):
             c, s = codec.encode(wav[None, :, start:start + step])
+            levels.append(_rms(wav[:, start:start + step]))
             codes.append(c[0])
             if s is not None:
                 scales.append(s[0])
     item = CodecFile(
         model=_model_id(codec), sample_rate=codec.sample_rate, channels=codec.channels,
         cardinality=codec.cardinality, length=length, codes=torch.cat(codes, dim=-1),
-        scale=torch.cat(scales) if scales else None, segment_frames=seg_frames)
+        scale=torch.cat(scales) if scales else None, segment_frames=seg_frames, levels=levels)
     write_wcodec(dst, item)
     return item
 
 
 def decompress_file(src: str | Path, dst: str | Path, model: str | Path | CompressionModel | None = None,
-                    progress: bool = False) -> Path:
-    """Decode the ``.wcodec`` file ``src`` to audio ``dst`` (format from its suffix: wav, flac, mp3, ogg)."""
+                    progress: bool = False, restore_level: bool = True) -> Path:
+    """Decode the ``.wcodec`` file ``src`` to audio ``dst`` (format from its suffix: wav, flac, mp3, ogg).
+
+    ``restore_level``: scale each decoded segment to the input RMS stored in the file (when it has ``levels``).
+    """
     dst = Path(dst)
     fmt = dst.suffix.lstrip(".").lower() or "wav"
     if fmt not in WRITE_FORMATS:
@@ -93,7 +117,12 @@ def decompress_file(src: str | Path, dst: str | Path, model: str | Path | Compre
             if scale is not None:
                 scale = scale[i:i + 1] if item.segment_frames else scale
                 scale = scale[None]
-            wavs.append(codec.decode(piece[None], scale)[0])
+            out = codec.decode(piece[None], scale)[0]
+            if restore_level and item.levels is not None:
+                start = i * step * round(codec.sample_rate / codec.frame_rate)
+                out = out[..., : max(0, item.length - start)]
+                out = out * level_gain(out, item.levels[i])
+            wavs.append(out)
     wav = torch.cat(wavs, dim=-1)[..., : item.length]
     # Keep the original level: no normalisation, only a guard against samples beyond full scale.
     return audio_write(dst.with_suffix(""), wav, item.sample_rate, format=fmt, normalize=False, strategy="clip",

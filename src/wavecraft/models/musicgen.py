@@ -42,7 +42,7 @@ class MusicGen(BaseGenModel):
         ``dtype='float16'`` (or ``'bfloat16'``) runs the transformer layers and KV cache in half precision, with
         embeddings, output norm and heads in float32 as the reference's autocast does: meant for GPUs.
         """
-        name = shipped_model_dir() if is_shipped_name(name) else resolve_name(name)  # type: ignore[arg-type]
+        name = shipped_model_dir(name) if is_shipped_name(name) else resolve_name(name)  # type: ignore[arg-type]
         return cls._load(name, device, quantize, dtype)
 
     @property
