@@ -8,13 +8,13 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pyloudnorm
 import pytest
 import soundfile as sf
+import tomllib
 
 from wavecraft.checkpoints import hub
 from wavecraft.checkpoints.shipped import SHIPPED, shipped_folder
