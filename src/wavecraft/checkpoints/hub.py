@@ -64,7 +64,7 @@ def check_reachable(name_or_path: str | Path | None, use: str | None = None) -> 
     name = str(name_or_path)
     if not _looks_like_repo_id(name) or _cached_repo_exists(name) or hub_reachable():
         return
-    why = "HF_HUB_OFFLINE is set" if _offline_mode() else "the hub cannot be reached"
+    why = "HF_HUB_OFFLINE is set (offline mode)" if _offline_mode() else "the hub cannot be reached (offline?)"
     raise CheckpointError(f"{name} is not in the local cache and {why}: {offline_alternatives(use)}")
 
 
@@ -91,7 +91,7 @@ def _hub_download(repo_id: str, filename: str, required: bool) -> Path | None:
     except LocalEntryNotFoundError:
         if not required and _cached_repo_exists(repo_id):
             return None
-        why = "HF_HUB_OFFLINE is set" if _offline_mode() else "the hub cannot be reached"
+        why = "HF_HUB_OFFLINE is set (offline mode)" if _offline_mode() else "the hub cannot be reached (offline?)"
         raise CheckpointError(f"{repo_id}/{filename} is not in the local cache and {why}: "
                               f"{offline_alternatives()}") from None
     except EntryNotFoundError:
