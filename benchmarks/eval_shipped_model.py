@@ -223,7 +223,8 @@ def eval_speed(model: MusicGen, seconds: float) -> None:
     model.generate(["a gentle piano waltz in C major, 90 bpm"])
     wall = time.perf_counter() - begin
     print(f"speed: {seconds:.0f} s of audio in {wall:.2f} s on {torch.get_num_threads()} threads: "
-          f"real-time factor {wall / seconds:.2f} (< 1 is faster than real time)")
+          f"real-time factor {seconds / wall:.2f}x (seconds of audio per second of wall time; > 1 is faster than "
+          "real time)")
 
 
 def main() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from conftest import golden_repo
+from conftest import golden_meta, golden_repo, seconds
 from textenc import tiny_t5
 from wavecraft import AudioGen
 from wavecraft.checkpoints.safe_load import load_torch_file
@@ -29,9 +31,20 @@ def music_repo(golden, tmp_path_factory):
     return folder
 
 
+PROJ = "condition_provider.conditioners.description.output_proj.weight"
+
+
 @pytest.fixture(scope="module")
-def t5_base(tmp_path_factory):
-    return _save_t5(tmp_path_factory.mktemp("t5-base"), 768)
+def codec_cfg(golden):
+    """The golden codec's sizes (``sample_rate``, ``hop_length``, ...): what the musicgen repo generates with."""
+    return golden_meta(golden, "encodec")["config"]
+
+
+@pytest.fixture(scope="module")
+def t5_base(golden, tmp_path_factory):
+    """A tiny T5 as wide as the golden checkpoint's T5 (the input width of its projection)."""
+    width = load_torch_file(golden / "musicgen" / "state_dict.bin")["best_state"][PROJ].shape[1]
+    return _save_t5(tmp_path_factory.mktemp("t5-base"), width)
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +53,13 @@ def sfx_repo(golden, tmp_path_factory):
     folder = tmp_path_factory.mktemp("audiogen")
     package = load_torch_file(golden / "musicgen" / "state_dict.bin")
     state = dict(package["best_state"])
-    state["condition_provider.conditioners.description.output_proj.weight"] = torch.randn(64, 1024) * 0.05
+    state[PROJ] = torch.randn(state[PROJ].shape[0], 1024) * 0.05  # T5-large is 1024 wide
     package["best_state"] = state
-    package["xp.cfg"] = (package["xp.cfg"].replace("name: t5-base", "name: t5-large")
-                         .replace("segment_duration: 30", "segment_duration: 10"))
+    t5_name = golden_meta(golden, "musicgen")["config"]["t5_name"]
+    xp_cfg, n = re.subn(rf"(\n\s+name: ){re.escape(t5_name)}\n", r"\g<1>t5-large\n", package["xp.cfg"])
+    xp_cfg, m = re.subn(r"(\ndataset:\n(?:  .*\n)*?  segment_duration: )\S+\n", r"\g<1>10\n", xp_cfg)
+    assert n == m == 1
+    package["xp.cfg"] = xp_cfg
     package.pop("version", None)  # the first exports had no version key
     torch.save(package, folder / "state_dict.bin")
     codec = EnCodec(CodecConfig(sample_rate=16000, ratios=(8, 5, 4, 2), n_filters=4, dimension=32, bins=128,
@@ -55,25 +71,30 @@ def sfx_repo(golden, tmp_path_factory):
     return folder
 
 
-def test_generate_two_prompts(music_repo, t5_base, tmp_path):
+def test_generate_two_prompts(music_repo, codec_cfg, t5_base, tmp_path):
     out = tmp_path / "song.wav"
+    frames = 15
     code = main(["generate", "slow piano waltz", "upbeat rock", "--model", str(music_repo), "--text-encoder",
-                 t5_base, "--duration", "0.3", "--seed", "1", "-o", str(out), "--no-progress"])
+                 t5_base, "--duration", repr(seconds(frames, codec_cfg["frame_rate"])), "--seed", "1", "-o", str(out),
+                 "--no-progress"])
     assert code == 0
     for i in range(2):
         data, sr = sf.read(tmp_path / f"song_{i}.wav")
-        assert sr == 32000 and data.shape == (9600,) and np.abs(data).max() > 0
+        assert sr == codec_cfg["sample_rate"] and data.shape[0] == frames * codec_cfg["hop_length"]
+        assert np.abs(data).max() > 0
 
 
-def test_generate_prompts_file_continuation_and_format(music_repo, t5_base, tmp_path):
+def test_generate_prompts_file_continuation_and_format(music_repo, codec_cfg, t5_base, tmp_path):
     (tmp_path / "prompts.txt").write_text("calm jazz\n\n")
-    sf.write(tmp_path / "start.wav", 0.2 * np.sin(np.arange(3200) / 7.0), 32000)
+    sf.write(tmp_path / "start.wav", 0.2 * np.sin(np.arange(3200) / 7.0), 32000)  # 0.1 s at 32 kHz: any rate
+    frames = 20
     code = main(["generate", "--prompts-file", str(tmp_path / "prompts.txt"), "--model", str(music_repo),
-                 "--text-encoder", t5_base, "--duration", "0.4", "--continue-from", str(tmp_path / "start.wav"),
-                 "-o", str(tmp_path / "cont"), "--format", "flac", "--greedy", "--no-progress"])
+                 "--text-encoder", t5_base, "--duration", repr(seconds(frames, codec_cfg["frame_rate"])),
+                 "--continue-from", str(tmp_path / "start.wav"), "-o", str(tmp_path / "cont"), "--format", "flac",
+                 "--greedy", "--no-progress"])
     assert code == 0
     data, sr = sf.read(tmp_path / "cont.flac")
-    assert data.shape == (12800,)
+    assert data.shape[0] == frames * codec_cfg["hop_length"]
 
 
 def test_sfx_with_audiogen_checkpoint(sfx_repo, tmp_path):
@@ -137,5 +158,44 @@ def test_progress_real_time_factor_counts_steps_since_the_clock_started(monkeypa
     bar(1, 100)  # the clock starts at 10.0: nothing to rate yet
     assert not bar.bar.postfix
     bar(51, 100)  # 50 steps, 1 s of audio, in 2 s
-    assert bar.bar.postfix == "rtf=0.50x"
+    assert bar.bar.postfix == "0.50x real time"
     bar.close()
+
+
+def test_progress_bar_starts_over_for_the_next_batch_and_ends_full():
+    """A report below the last one is the next generation (the next --batch-size batch): a fresh bar, not one that
+    jumps back; each bar ends at its total."""
+    from wavecraft.models.progress import GenerationProgress
+
+    bar = GenerationProgress(frame_rate=50.0)
+    for done in range(1, 11):
+        bar(done, 10)
+    first = bar.bar
+    assert first.n == first.total == 10
+    bar(1, 10)
+    assert bar.bar is not first and bar.bar.n == 1 and first.disable  # closed
+    bar.close()
+
+
+def test_continue_a_recording_longer_than_the_shipped_model_window(tmp_path, capsys):
+    """`--continue-from` a 12 s recording with `--duration 16` on the shipped model (6 s windows): 16 s that start
+    with the whole recording (it failed: 'prompt of 12.00 s is longer than the generation duration (6 s)')."""
+    from wavecraft import MusicGen
+
+    model = MusicGen.get_pretrained(device="cpu")
+    assert model.max_duration < 12
+    rate = model.sample_rate
+    t = np.arange(12 * rate) / rate
+    sf.write(tmp_path / "song.wav", 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 2 * t)) / 2, rate)
+    out = tmp_path / "more.wav"
+    assert main(["generate", "a gentle piano waltz", "--continue-from", str(tmp_path / "song.wav"), "--duration",
+                 "16", "--seed", "0", "-o", str(out)]) == 0
+    assert "after the prompt" in capsys.readouterr().out
+    assert sf.info(out).frames == 16 * rate
+
+    code = main(["generate", "a gentle piano waltz", "--continue-from", str(tmp_path / "song.wav"), "--duration",
+                 "10", "-o", str(tmp_path / "short.wav"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert "prompt of 12.00 s is longer than the requested duration (10 s)" in err
+    assert not (tmp_path / "short.wav").exists()

@@ -174,3 +174,19 @@ def test_cli_output_checks(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     capsys.readouterr()
     assert main(["compress", str(src), str(tmp_path / "x.wcodec"), "--bandwidth", "0.45", "--no-progress"]) == 0
     assert "-> 1 codebook x" in capsys.readouterr().out
+
+
+def test_prompts_file_skips_comments_and_mp3_bitrate(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# my prompts\n\na piano waltz\n   # indented comment\n")
+    out = tmp_path / "w.mp3"
+    argv = ["generate", "--prompts-file", str(prompts), "--duration", "1", "--seed", "0", "--no-progress",
+            "-o", str(out)]
+    assert main([*argv, "--mp3-bitrate", "64"]) == 0
+    assert out.is_file() and not list(tmp_path.glob("w_*"))  # one prompt: no _0, _1 names
+    low = out.stat().st_size
+    assert main(argv) == 0  # 320 kbps by default
+    assert out.stat().st_size > 3 * low
+    capsys.readouterr()
+    assert main([*argv, "--mp3-bitrate", "0"]) == 1
+    assert "--mp3-bitrate" in capsys.readouterr().err

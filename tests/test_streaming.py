@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import golden_repo
+from conftest import golden_repo, seconds
 from textenc import tiny_t5
 from wavecraft import MusicGen
 from wavecraft.cli import main
@@ -102,18 +102,34 @@ def repo(golden, tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(repo) -> MusicGen:
     model = MusicGen.get_pretrained(repo, device="cpu")
-    model.bundle.conditioners["description"].set_encoder(*tiny_t5())
+    model.bundle.conditioners["description"].set_encoder(*tiny_t5(model.bundle.conditioners["description"].output_proj.in_features))
     return model
+
+
+def _sizes(model):
+    """``(hop, channels, max delay, codec lookahead)`` of the model (its codec and delay pattern)."""
+    hop = model.compression_model.hop_length
+    lookahead = StreamingDecoder(model.compression_model, 1).lookahead
+    return hop, model.audio_channels, max(model.lm.cfg.delays), lookahead
+
+
+def _chunk_sizes(total: int, first: int, chunk: int) -> list[int]:
+    sizes = [min(first, total)]
+    while sum(sizes) < total:
+        sizes.append(min(chunk, total - sum(sizes)))
+    return sizes
 
 
 def test_stream_matches_generate_and_starts_early(model):
     texts = ["slow piano waltz", "upbeat rock with drums"]
-    model.set_generation_params(duration=0.5, use_sampling=False)
+    frames, size, rate = 25, 5, model.frame_rate  # clip and chunk lengths in frames, whatever the frame rate
+    hop, channels, delay, lookahead = _sizes(model)
+    model.set_generation_params(duration=seconds(frames, rate), use_sampling=False)
     wav, tokens = model.generate(texts, return_tokens=True)
 
     steps_done: list[int] = []
     model.set_custom_progress_callback(lambda done, total: steps_done.append(done))
-    stream = model.generate_stream(texts, chunk_seconds=0.1)
+    stream = model.generate_stream(texts, chunk_seconds=size / rate)
     chunks, steps_at_chunk = [], []
     try:
         for chunk in stream:
@@ -123,20 +139,24 @@ def test_stream_matches_generate_and_starts_early(model):
         model.set_custom_progress_callback(None)
     total_steps = steps_done[-1]
     assert torch.equal(stream.tokens, tokens)
-    assert [c.shape for c in chunks] == [(2, 1, 3200)] * 5
-    # The first 5 frames need frames up to 8 (4 frames of codec lookahead), complete after step 8 + 1 + 3 = 12
-    # of the 25 + 3 steps (the delay pattern's lag).
-    assert steps_at_chunk[0] == stream.first_chunk_step == 12 < total_steps == stream.total_steps == 28
+    assert [c.shape for c in chunks] == [(2, channels, n * hop) for n in _chunk_sizes(frames, size, size)]
+    # The first 5 frames need frames up to 5 - 1 + lookahead (the codec's; 4 for the golden one), complete after
+    # step (5 - 1 + lookahead) + 1 + delay of the 25 + delay steps (the delay pattern's lag; 3 there): 12 of 28.
+    first_step = min(frames, size + lookahead) + delay
+    assert steps_at_chunk[0] == stream.first_chunk_step == first_step < total_steps
+    assert total_steps == stream.total_steps == frames + delay
     audio = torch.cat(chunks, dim=-1)
     one_shot = model.generate_audio(stream.tokens)
     assert torch.allclose(audio, one_shot, rtol=0, atol=TOLERANCE)
     assert torch.allclose(audio, wav, rtol=0, atol=TOLERANCE)
 
-    # A shorter first chunk leaves sooner: frames [0, 2) need frames up to 5, complete after step 5 + 1 + 3 = 9.
-    stream = model.generate_stream(texts, chunk_seconds=0.1, first_chunk_seconds=0.04)
+    # A shorter first chunk leaves sooner: frames [0, 2) need frames up to 1 + lookahead (5 for the golden codec),
+    # complete after step 1 + lookahead + 1 + delay (9 there).
+    first = 2
+    stream = model.generate_stream(texts, chunk_seconds=size / rate, first_chunk_seconds=first / rate)
     chunks = list(stream)
-    assert [c.shape[-1] for c in chunks] == [1280, 3200, 3200, 3200, 3200, 1920]
-    assert stream.first_chunk_step == 9
+    assert [c.shape[-1] for c in chunks] == [n * hop for n in _chunk_sizes(frames, first, size)]
+    assert stream.first_chunk_step == min(frames, first + lookahead) + delay
     assert torch.allclose(torch.cat(chunks, dim=-1), wav, rtol=0, atol=TOLERANCE)
 
 
@@ -144,10 +164,13 @@ def test_stream_beyond_max_duration_matches_generate(model):
     """Past max_duration, streaming goes on window by window as generate() does: the same tokens, chunks that
     decode the clip as one piece, and audio that leaves while later windows are still being generated."""
     saved = model.max_duration
-    model.max_duration = 0.3  # 15-frame windows, each starting 10 frames after the previous one
+    window, stride, frames, rate = 15, 10, 35, model.frame_rate  # windows start at frames 0, 10, 20
+    hop, channels, delay, _ = _sizes(model)
+    model.max_duration = seconds(window, rate)
     steps_done: list[int] = []
     try:
-        model.set_generation_params(duration=0.7, extend_stride=0.2, use_sampling=False)
+        model.set_generation_params(duration=seconds(frames, rate), extend_stride=seconds(stride, rate),
+                                    use_sampling=False)
         wav, tokens = model.generate(["calm jazz"], return_tokens=True)
         model.set_custom_progress_callback(lambda done, total: steps_done.append(done))
         stream = model.generate_stream(["calm jazz"], chunk_seconds=0.1)
@@ -158,51 +181,95 @@ def test_stream_beyond_max_duration_matches_generate(model):
     finally:
         model.max_duration = saved
         model.set_custom_progress_callback(None)
-    assert tokens.shape == (1, 4, 35) and torch.equal(stream.tokens, tokens)
-    # Windows at frames 0, 10, 20: 15 + 3 steps, then 10 + 3 steps each after the 5-frame prompt.
-    assert stream.total_steps == len(steps_done) == 18 + 13 + 13
-    assert any(18 < n < 44 for n in steps_at_chunk)
+    assert tokens.shape == (1, model.lm.cfg.n_q, frames) and torch.equal(stream.tokens, tokens)
+    # Windows at frames 0, 10, 20: 15 + delay steps, then 10 + delay steps each after the 5-frame prompt.
+    first_window = window + delay
+    assert stream.total_steps == len(steps_done) == first_window + 2 * (stride + delay)
+    assert any(first_window < n < stream.total_steps for n in steps_at_chunk)
     audio = torch.cat(chunks, dim=-1)
-    assert audio.shape == wav.shape == (1, 1, 35 * 640)
+    assert audio.shape == wav.shape == (1, channels, frames * hop)
     assert torch.allclose(audio, model.generate_audio(tokens), rtol=0, atol=TOLERANCE)
     assert torch.allclose(audio, wav, rtol=0, atol=TOLERANCE)
 
 
 def test_stream_errors(model):
-    model.set_generation_params(duration=31.0, extend_stride=None)
+    model.set_generation_params(duration=model.max_duration + 1, extend_stride=None)
     model.extend_stride = None
     with pytest.raises(WavecraftError, match="extend_stride"):
         model.generate_stream(["calm jazz"])
-    model.set_generation_params(duration=0.2)
+    frames = 10
+    hop, channels, _, _ = _sizes(model)
+    model.set_generation_params(duration=seconds(frames, model.frame_rate))
     with pytest.raises(WavecraftError, match="chunk_seconds"):
         model.generate_stream(["calm jazz"], chunk_seconds=0)
-    stream = model.generate_stream(["calm jazz"], chunk_seconds=1.0)
-    assert next(stream).shape == (1, 1, 6400)  # a single chunk, shorter than chunk_seconds
+    stream = model.generate_stream(["calm jazz"], chunk_seconds=2 * frames / model.frame_rate)
+    assert next(stream).shape == (1, channels, frames * hop)  # a single chunk, shorter than chunk_seconds
     with pytest.raises(StopIteration):
         next(stream)
-    assert stream.tokens.shape == (1, 4, 10)
+    assert stream.tokens.shape == (1, model.lm.cfg.n_q, frames)
 
 
 @pytest.fixture(scope="module")
-def t5_folder(tmp_path_factory):
+def t5_folder(model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("t5")
-    tokenizer, encoder = tiny_t5()
+    tokenizer, encoder = tiny_t5(model.bundle.conditioners["description"].output_proj.in_features)
     tokenizer.save_pretrained(folder)
     encoder.save_pretrained(folder)
     return str(folder)
 
 
-def test_cli_stream_writes_file(repo, t5_folder, tmp_path, capsys):
+def test_cli_stream_writes_file(model, repo, t5_folder, tmp_path, capsys):
     out = tmp_path / "live.wav"
-    code = main(["generate", "calm jazz", "--model", str(repo), "--text-encoder", t5_folder, "--duration", "0.2",
-                 "--greedy", "--stream", "--quantize", "int8", "-o", str(out)])
+    frames, rate = 10, model.frame_rate
+    hop, channels, _, _ = _sizes(model)
+    code = main(["generate", "calm jazz", "--model", str(repo), "--text-encoder", t5_folder, "--duration",
+                 repr(seconds(frames, rate)), "--greedy", "--stream", "--quantize", "int8", "-o", str(out)])
     assert code == 0
-    data, sr = sf.read(out)
-    assert sr == 32000 and data.shape == (6400,) and np.abs(data).max() > 0
+    data, sr = sf.read(out, always_2d=True)
+    assert sr == model.sample_rate and data.shape == (frames * hop, channels) and np.abs(data).max() > 0
     assert "first audio after" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["live.wav"]  # no temporary file left
 
-    code = main(["generate", "calm jazz", "--model", str(repo), "--text-encoder", t5_folder, "--duration", "0.001",
-                 "--stream", "-o", str(tmp_path / "short.wav"), "--no-progress"])
+    code = main(["generate", "calm jazz", "--model", str(repo), "--text-encoder", t5_folder, "--duration",
+                 repr(0.5 / rate), "--stream", "-o", str(tmp_path / "short.wav"), "--no-progress"])
     assert code == 1 and "shorter than one frame" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["live.wav"]
+
+
+@pytest.mark.parametrize("sampling", [["--greedy"], ["--seed", "3"]])
+def test_cli_stream_writes_the_same_file_as_without(model, repo, t5_folder, tmp_path, sampling):
+    """`--stream` normalises the finished file as a plain run does (it wrote raw samples, about 8.5 dB quieter):
+    the same samples within 16-bit PCM precision."""
+    frames, rate = 30, model.frame_rate
+    common = ["generate", "calm jazz", "--model", str(repo), "--text-encoder", t5_folder, "--duration",
+              repr(seconds(frames, rate)), *sampling, "--no-progress"]
+    outputs = {}
+    for name, extra in (("plain", []), ("streamed", ["--stream"])):
+        out = tmp_path / f"{name}.wav"
+        assert main([*common, *extra, "-o", str(out)]) == 0
+        outputs[name], _ = sf.read(out, always_2d=True, dtype="int16")
+    plain, streamed = outputs["plain"].astype(int), outputs["streamed"].astype(int)
+    assert plain.shape == streamed.shape and np.abs(plain).max() > 1000
+    assert np.abs(plain - streamed).max() <= 2  # PCM steps
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.wav", "streamed.wav"]  # no temporary file left
+
+
+def test_stream_progress_matches_generate(model):
+    """Streaming reports the same steps as generate(): 1..total over all windows, total fixed."""
+    saved = model.max_duration
+    rate = model.frame_rate
+    model.max_duration = seconds(15, rate)
+    reports: dict[str, list] = {"generate": [], "stream": []}
+    try:
+        model.set_generation_params(duration=seconds(35, rate), extend_stride=seconds(10, rate), use_sampling=False)
+        for name in reports:
+            model.set_custom_progress_callback(lambda done, total, name=name: reports[name].append((done, total)))
+            if name == "generate":
+                model.generate(["calm jazz"])
+            else:
+                list(model.generate_stream(["calm jazz"], chunk_seconds=0.1))
+    finally:
+        model.max_duration = saved
+        model.set_custom_progress_callback(None)
+    steps = 35 + 3 * max(model.lm.cfg.delays)
+    assert reports["stream"] == reports["generate"] == [(done, steps) for done in range(1, steps + 1)]

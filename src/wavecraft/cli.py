@@ -120,9 +120,12 @@ def _generation_args(p: argparse.ArgumentParser, kind: str) -> None:
                    help="output file; several prompts get _0, _1, ...; its folder must exist (default: output.wav)")
     p.add_argument("--format", choices=_FORMATS, default=None,
                    help="audio format (default: from the output suffix, else wav)")
+    p.add_argument("--mp3-bitrate", type=int, default=320, help="MP3 bitrate in kbps (with --format mp3)")
     p.add_argument("--batch-size", type=int, default=None, help="prompts generated together (default: all)")
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 transformer weights: faster on CPU")
-    p.add_argument("--stream", action="store_true", help="write audio while generating (no loudness normalization)")
+    p.add_argument("--stream", action="store_true",
+                   help="write audio while generating (live chunks are raw; the finished file is loudness-normalised "
+                        "as without --stream)")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
                    help="transformer precision (half precision is meant for GPUs; heads stay float32)")
     p.add_argument("--compile", action="store_true",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,13 +17,14 @@ import torch
 from ..audio import _sndfile, audio_read, audio_write
 from ..audio.io import WRITE_FORMATS
 from ..errors import AudioFileError
-from ..fileio import atomic_output
 from ..lm.quantize import check_quantize
 from .genmodel import BaseGenModel, GenerationError, check_guidance, transformer_dtype
 from .progress import GenerationProgress
 
 MAX_PROMPTS = 256
 FIRST_CHUNK_SECONDS = 0.2  # --stream: size of the first chunk written (later ones are 1 s)
+#: How every generated file is normalised (``audio_write``), streamed or not.
+NORMALIZATION = dict(strategy="loudness", loudness_compressor=True)
 
 
 @dataclass
@@ -42,6 +45,7 @@ class GenerationJob:
     stream: bool = False
     compile: bool = False
     dtype: str | None = None
+    mp3_rate: int = 320
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, kind: str) -> GenerationJob:
@@ -51,7 +55,8 @@ class GenerationJob:
                 text = Path(args.prompts_file).read_text()
             except (OSError, UnicodeDecodeError) as e:
                 raise GenerationError(f"cannot read prompts file {args.prompts_file}: {e}") from None
-            prompts += [line.strip() for line in text.splitlines() if line.strip()]
+            # One prompt a line; blank lines and "#" comments are skipped (a prompt cannot start with "#").
+            prompts += [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
         if not prompts:
             raise GenerationError("no prompt given: pass text descriptions or --prompts-file")
         if any(not p.strip() for p in prompts):
@@ -60,6 +65,9 @@ class GenerationJob:
             raise GenerationError(f"{len(prompts)} prompts in one run; the limit is {MAX_PROMPTS}")
         output = Path(args.output)
         fmt = (args.format or output.suffix.lstrip(".").lower() or "wav")
+        mp3_rate = getattr(args, "mp3_bitrate", 320)
+        if not isinstance(mp3_rate, int) or not 8 <= mp3_rate <= 320:
+            raise GenerationError(f"--mp3-bitrate must be 8-320 kbps, got {mp3_rate}")
         if fmt not in WRITE_FORMATS:
             raise GenerationError(f"unknown output format {fmt!r} (use {', '.join(WRITE_FORMATS)})")
         params = dict(use_sampling=not args.greedy, top_k=args.top_k, top_p=args.top_p,
@@ -82,7 +90,7 @@ class GenerationJob:
                                   "--continue-from")
         return cls(kind, args.model, prompts, output, fmt, params, args.continue_from, melody, args.text_encoder,
                    args.device, not args.no_progress, batch_size, quantize, stream,
-                   bool(getattr(args, "compile", False)), getattr(args, "dtype", None))
+                   bool(getattr(args, "compile", False)), getattr(args, "dtype", None), mp3_rate)
 
     def output_paths(self) -> list[Path]:
         stem = self.output.with_suffix("") if self.output.suffix.lstrip(".").lower() in WRITE_FORMATS else self.output
@@ -141,16 +149,22 @@ class GenerationJob:
         seconds = audio.shape[-1] / model.sample_rate
         elapsed = time.perf_counter() - begin
         if self.progress:
-            print(f"generated {len(self.prompts)} x {seconds:.1f} s in {elapsed:.1f} s "
-                  f"(real-time factor {len(self.prompts) * seconds / elapsed:.2f}x)")
-        return [audio_write(stem, wav.cpu(), model.sample_rate, format=self.fmt, strategy="loudness",
-                            loudness_compressor=True)
+            # The real-time factor counts the audio generated: a continuation's prompt is kept, not generated.
+            new = seconds if prompt_audio is None else max(0.0, seconds - prompt_audio[0].shape[-1] / prompt_audio[1])
+            kept = "" if prompt_audio is None else f" ({new:.1f} s after the prompt)"
+            print(f"generated {len(self.prompts)} x {seconds:.1f} s{kept} in {elapsed:.1f} s "
+                  f"({_speed(len(self.prompts) * new, elapsed)})")
+        return [audio_write(stem, wav.cpu(), model.sample_rate, format=self.fmt, mp3_rate=self.mp3_rate,
+                            **NORMALIZATION)
                 for stem, wav in zip(self.output_paths(), audio, strict=True)]
 
     def _run_stream(self, model: BaseGenModel, progress: GenerationProgress) -> list[Path]:
-        """Write each file chunk by chunk as generation goes (raw samples clipped to [-1, 1]: loudness
-        normalization needs the whole clip). Files grow under hidden temporary names and are renamed when done, so
-        an error leaves no partial output."""
+        """Write each file chunk by chunk as generation goes, under a hidden temporary name.
+
+        The live chunks are raw samples clipped to [-1, 1], not loudness-normalised (that needs the whole clip):
+        when the clip is done, the file is rewritten normalised as without ``--stream`` (same samples, the
+        streaming decoder's output being the one-shot decoding's) and renamed into place, so an error leaves no
+        partial output."""
         paths = [stem.with_name(f"{stem.name}.{self.fmt}") for stem in self.output_paths()]
         size = self.batch_size or len(self.prompts)
         begin = time.perf_counter()
@@ -159,7 +173,8 @@ class GenerationJob:
             for start in range(0, len(self.prompts), size):
                 batch_paths = paths[start:start + size]
                 with contextlib.ExitStack() as stack:
-                    files = [stack.enter_context(_stream_file(path, model.sample_rate, model.audio_channels, self.fmt))
+                    files = [stack.enter_context(_stream_file(path, model.sample_rate, model.audio_channels, self.fmt,
+                                                            self.mp3_rate))
                              for path in batch_paths]
                     # A short first chunk: playback can start after about 18 decoding steps.
                     stream = model.generate_stream(self.prompts[start:start + size], chunk_seconds=1.0,
@@ -174,33 +189,52 @@ class GenerationJob:
         elapsed = time.perf_counter() - begin
         if self.progress:
             print(f"first audio after {first_audio or 0:.2f} s; generated {len(self.prompts)} x "
-                  f"{model.duration:.1f} s in {elapsed:.1f} s")
+                  f"{model.duration:.1f} s in {elapsed:.1f} s ({_speed(len(self.prompts) * model.duration, elapsed)})")
         return paths
 
 
+def _speed(audio_seconds: float, wall_seconds: float) -> str:
+    """The real-time factor: seconds of audio per second of wall time (see :mod:`.progress`)."""
+    return f"{audio_seconds / wall_seconds:.2f}x real time" if wall_seconds > 0 else "instant"
+
+
 class _StreamWriter:
-    """Appends chunks ``wav [C, n]`` to an open sound file, clipped to [-1, 1] as the encoders expect."""
+    """Appends chunks ``wav [C, n]`` to an open sound file, clipped to [-1, 1] as the encoders expect, and keeps
+    them (unclipped) for the normalised rewrite at the end."""
 
     def __init__(self, file: sf.SoundFile, path: Path) -> None:
         self.file = file
         self.path = path
+        self.chunks: list[torch.Tensor] = []
 
     def write(self, wav: torch.Tensor) -> None:
+        wav = wav.float()
+        self.chunks.append(wav)
         try:
-            self.file.write(wav.float().clamp(-1, 1).numpy().T)
+            self.file.write(wav.clamp(-1, 1).numpy().T)
         except _sndfile.ERRORS as e:
             raise AudioFileError(f"cannot write audio file {self.path}: {_sndfile.error_reason(e)}") from e
 
 
 @contextlib.contextmanager
-def _stream_file(path: Path, sample_rate: int, channels: int, fmt: str) -> Iterator[_StreamWriter]:
-    """An audio file written chunk by chunk under a hidden temporary name, renamed to ``path`` on success."""
+def _stream_file(path: Path, sample_rate: int, channels: int, fmt: str,
+                 mp3_rate: int = 320) -> Iterator[_StreamWriter]:
+    """An audio file written chunk by chunk under a hidden temporary name (``.NAME.live-<random>``). On success
+    the clip is written to ``path`` normalised (:data:`NORMALIZATION`, as without streaming; ``audio_write``
+    replaces ``path`` atomically). The temporary file is deleted in any case, so an error leaves no output."""
     settings = _sndfile.encoder_settings(fmt, channels, sample_rate)
     with contextlib.ExitStack() as stack:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = stack.enter_context(atomic_output(path))  # on any error below: the temporary file is deleted
+            base = f".{path.name}" if len(path.name.encode()) <= 200 else ""  # the usual 255-byte name limit
+            tmp = path.with_name(f"{base}.live-{secrets.token_hex(6)}{path.suffix}")
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # a name of its own
+            stack.callback(tmp.unlink, missing_ok=True)
             file = stack.enter_context(sf.SoundFile(str(tmp), "w", sample_rate, channels, **settings))
         except _sndfile.ERRORS as e:
             raise AudioFileError(f"cannot write audio file {path}: {_sndfile.error_reason(e)}") from e
-        yield _StreamWriter(file, path)
+        writer = _StreamWriter(file, path)
+        yield writer
+        file.close()
+        audio_write(path, torch.cat(writer.chunks, dim=-1), sample_rate, format=fmt, add_suffix=False,
+                    mp3_rate=mp3_rate, **NORMALIZATION)

@@ -282,9 +282,10 @@ class AudioStream:
         codes: torch.Tensor | None = None  # [B, K, frames]: the clip's codes, filled as frames complete
         prompt: torch.Tensor | None = None
         steps_run = 0
-        for offset, frames, next_offset in self.windows:
+        callbacks = model._progress_callbacks(self.progress, self.windows)  # steps over all windows, as generate()
+        for (offset, frames, next_offset), callback in zip(self.windows, callbacks, strict=True):
             steps = generate_steps(model.lm, conditions.cond, frames, prompt=prompt,
-                                   **model._lm_kwargs(conditions, model._progress(self.progress, offset, self.frames)))
+                                   **model._lm_kwargs(conditions, callback))
             done_after: torch.Tensor | None = None
             complete = 0  # leading frames of this window with every codebook decoded
             while True:
