@@ -519,3 +519,74 @@ def test_import_is_light() -> None:
             "assert not heavy, heavy")
     env = {**os.environ, "PYTHONPATH": str(src)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
+# ---------------------------------------------------------------------------------- AudioCraft sample alignment
+
+RAMP_SR = 16000
+
+
+def _ramp(n: int = RAMP_SR) -> torch.Tensor:
+    """``wav [1, n]`` of distinct, exactly representable 16-bit values, so a read's offset shows in its samples."""
+    return ((torch.arange(n, dtype=torch.float32) - n // 2) / 32768)[None]
+
+
+def _write_ramp(tmp_path: Path, suffix: str) -> Path:
+    path = tmp_path / f"ramp.{suffix}"
+    if suffix == "wav":
+        sf.write(str(path), _ramp().numpy().T, RAMP_SR, subtype="PCM_16")
+    else:  # lossless ALAC in an mp4 container: decoded by PyAV, bit-exact
+        write_pyav(path, _ramp(), RAMP_SR, "alac")
+    return path
+
+
+@pytest.mark.parametrize("suffix", ["wav", "m4a"])  # soundfile reader, PyAV reader
+@pytest.mark.parametrize("frames", [1.7, 3.5, 11200.96, 8000.6])  # where round() and floor() differ
+def test_seek_and_duration_floor_like_audiocraft(tmp_path: Path, suffix: str, frames: float) -> None:
+    path = _write_ramp(tmp_path, suffix)
+    assert (f".{suffix}" in _sndfile.READ_SUFFIXES) == (suffix == "wav")
+    ramp = _ramp()
+    seek_time = frames / RAMP_SR
+    start = int(seek_time * RAMP_SR)  # AudioCraft: frame_offset = int(seek_time * sr)
+    assert start == math.floor(frames) and start != round(frames)
+    part, sr = audio_read(path, seek_time=seek_time, duration=100.7 / RAMP_SR)
+    assert sr == RAMP_SR and part.shape == (1, 100)  # num_frames = int(duration * sr)
+    torch.testing.assert_close(part, ramp[:, start: start + 100], atol=0, rtol=0)
+    rest, _ = audio_read(path, seek_time=seek_time)
+    torch.testing.assert_close(rest, ramp[:, start:], atol=0, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------- 16-bit PCM writes
+
+
+def _int16(path: Path) -> np.ndarray:
+    data, _ = sf.read(str(path), dtype="int16", always_2d=True)
+    return data[:, 0]
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac"])
+def test_pcm16_write_rounds_to_nearest(tmp_path: Path, fmt: str) -> None:
+    k = np.arange(-200, 200)
+    offsets = np.array([0.4, -0.4, 0.6, -0.6, 0.0, 0.49, -0.49, 0.3, -0.3])
+    values = (k[:, None] + offsets[None]).ravel()  # k + fraction, in LSBs
+    wav = torch.from_numpy((values / 32768).astype(np.float32))
+    path = audio_write(tmp_path / "x", wav, 8000, format=fmt, strategy="none")
+    got = _int16(path)
+    np.testing.assert_array_equal(got, np.round(values).astype(np.int16))
+    # No DC offset: the error of rounding is symmetric, unlike truncation (which is off by -0.5 LSB on average).
+    assert abs(float(np.mean(got - values))) < 0.01
+
+
+def test_pcm16_full_scale_like_audiocraft_i16_pcm(tmp_path: Path) -> None:
+    # AudioCraft's i16_pcm: round(x * 2**15); if a sample would reach 2**15, the whole clip is scaled by 2**15 - 1.
+    neg = audio_write(tmp_path / "neg", torch.tensor([-1.0, -0.5, 0.25, 0.0]), 8000, strategy="none")
+    np.testing.assert_array_equal(_int16(neg), [-32768, -16384, 8192, 0])
+    both = audio_write(tmp_path / "both", torch.tensor([1.0, -1.0, 0.5, 0.0]), 8000, strategy="none")
+    np.testing.assert_array_equal(_int16(both), [32767, -32767, 16384, 0])  # round(0.5 * 32767) = 16384 (even)
+    over = audio_write(tmp_path / "over", torch.tensor([1.5, -2.0, 0.25]), 8000, strategy="clip",
+                       peak_clip_headroom_db=0)
+    np.testing.assert_array_equal(_int16(over), [32767, -32767, 8192])  # round(0.25 * 32767) = 8192
+    # A chunk of a stream cannot rescale what came before it: clipped to the int16 range instead.
+    chunk = np.array([1.0, -1.0, 32767.6 / 32768, 0.6 / 32768, 2.0, -2.0], dtype=np.float32)
+    np.testing.assert_array_equal(_sndfile.pcm16(chunk, whole=False), [32767, -32768, 32767, 1, 32767, -32768])
+    assert _sndfile.pcm_data(chunk, "VORBIS") is chunk

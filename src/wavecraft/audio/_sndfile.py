@@ -115,6 +115,37 @@ def encoder_settings(
     raise InvalidAudioError(f"unknown audio format {format!r}; expected 'wav', 'flac', 'ogg' or 'mp3'")
 
 
+def pcm16(data: np.ndarray, whole: bool = True) -> np.ndarray:
+    """Float samples (nominally in [-1, 1]) -> int16, rounded to nearest as AudioCraft's ``i16_pcm`` does.
+
+    Each sample becomes ``round(x * 2**15)`` (half to even, like ``torch.round``), so there is no DC offset and
+    ``k / 2**15`` maps exactly to ``k``. If some sample would reach ``2**15`` (at or just below +1), AudioCraft
+    scales the whole clip by ``2**15 - 1`` instead so that nothing clips; ``whole=True`` does the same. A chunk of a
+    stream (``whole=False``) cannot rescale what was written before it, so its values are clipped to
+    [-32768, 32767] instead (+1 -> 32767, -1 -> -32768). Values beyond [-1, 1] are clipped in both cases.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    candidate = np.round(data * np.float32(2**15))
+    if whole and candidate.size and candidate.max() >= 2**15:
+        candidate = np.round(data * np.float32(2**15 - 1))
+    return np.clip(candidate, -(2**15), 2**15 - 1).astype(np.int16)
+
+
+def pcm_data(data: np.ndarray, subtype: str, whole: bool = True) -> np.ndarray:
+    """``data`` as the encoder of ``subtype`` should get it: int16 from :func:`pcm16` for 16-bit PCM (libsndfile's
+    own float -> int16 conversion truncates), float32 unchanged for the lossy codecs.
+
+    Streaming writers (one ``soundfile.SoundFile`` written chunk by chunk) should pass each chunk through this with
+    ``whole=False`` and their file's ``subtype``.
+    """
+    if str(subtype).upper() == "PCM_16":
+        return pcm16(data, whole=whole)
+    return data
+
+
 def write(path: Path, data: np.ndarray, sample_rate: int, settings: dict[str, Any]) -> None:
-    """Write ``data [T, C]`` float32 in [-1, 1] to ``path`` with ``settings`` from :func:`encoder_settings`."""
-    sf.write(str(path), data, sample_rate, **settings)
+    """Write ``data [T, C]`` float32 in [-1, 1] to ``path`` with ``settings`` from :func:`encoder_settings`.
+
+    16-bit PCM (wav, flac) is rounded with :func:`pcm16` over the whole clip.
+    """
+    sf.write(str(path), pcm_data(data, settings.get("subtype", "")), sample_rate, **settings)

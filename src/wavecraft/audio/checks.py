@@ -53,8 +53,10 @@ def check_sample_rate(sample_rate: object, *, name: str = "sample_rate") -> int:
 def frame_span(sample_rate: int, seek_time: float, duration: float) -> tuple[int, int]:
     """``(start, num_frames)`` in samples for a read of ``duration`` s (all if not > 0) from ``seek_time`` s.
 
-    ``num_frames`` is ``int(duration * sample_rate)`` (the length ``pad=True`` produces) or -1 for "to the end".
+    Both are floored, as AudioCraft does (``frame_offset = int(seek_time * sr)``): ``start`` is
+    ``int(seek_time * sample_rate)`` and ``num_frames`` is ``int(duration * sample_rate)`` (the length ``pad=True``
+    produces) or -1 for "to the end". ``seek_time`` is >= 0 here, so ``int`` is the floor.
     """
-    start = round(seek_time * sample_rate)
+    start = int(seek_time * sample_rate)
     num_frames = int(duration * sample_rate) if 0 < duration < float("inf") else -1
     return start, num_frames

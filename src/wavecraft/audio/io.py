@@ -131,11 +131,12 @@ def audio_read(
 ) -> tuple[torch.Tensor, int]:
     """Decode an audio file to ``(wav [C, T] float32, sample_rate)`` at its own rate and channel count.
 
-    Reading starts at ``seek_time`` seconds. ``duration > 0`` reads at most that many seconds, and with ``pad``
-    the result is zero-padded to exactly ``int(duration * sample_rate)`` samples (also when ``seek_time`` is past
-    the end). Without ``pad``, seeking to or past the end raises :class:`AudioFileError`, as do a missing,
-    empty, corrupt or sample-less file and a negative ``seek_time``. A file truncated inside its audio data
-    (e.g. an interrupted download) yields the samples that are there, as most decoders do.
+    Reading starts at sample ``int(seek_time * sample_rate)`` (floored, as in AudioCraft). ``duration > 0`` reads
+    at most ``int(duration * sample_rate)`` samples, and with ``pad`` the result is zero-padded to exactly that
+    many (also when ``seek_time`` is past the end). Without ``pad``, seeking to or past the end raises
+    :class:`AudioFileError`, as do a missing, empty, corrupt or sample-less file and a negative ``seek_time``. A
+    file truncated inside its audio data (e.g. an interrupted download) yields the samples that are there, as most
+    decoders do.
     """
     path = _input_file(path)
     seek_time = _seconds(seek_time, "seek_time", path)
@@ -196,9 +197,10 @@ def audio_write(
 ) -> Path:
     """Normalize ``wav [C, T]`` (or ``[T]``) with :func:`normalize_audio` and write it; returns the file's path.
 
-    ``format`` is 'wav' or 'flac' (16-bit PCM), 'ogg' (Vorbis, ``ogg_rate`` kbps nominal if given) or 'mp3'
-    (constant ``mp3_rate`` kbps, snapped to a standard bitrate; sample rates 8000-48000 of the MPEG family only,
-    at most 2 channels). ``add_suffix`` appends ``.{format}`` to ``stem_name``. The normalization arguments mean
+    ``format`` is 'wav' or 'flac' (16-bit PCM, rounded to nearest as AudioCraft's ``i16_pcm``: see
+    :func:`_sndfile.pcm16`), 'ogg' (Vorbis, ``ogg_rate`` kbps nominal if given) or 'mp3' (constant ``mp3_rate``
+    kbps, snapped to a standard bitrate; sample rates 8000-48000 of the MPEG family only, at most 2 channels).
+    ``add_suffix`` appends ``.{format}`` to ``stem_name``. The normalization arguments mean
     what they mean for :func:`normalize_audio`.
 
     The file is written to a hidden temporary file in the same directory and renamed over the target, so a failed

@@ -1,1 +1,35 @@
-"""User-facing models and pipelines."""
+"""User-facing models and pipelines.
+
+AudioCraft's ``from audiocraft.models import MusicGen, AudioGen, CompressionModel, EnCodec`` works here as
+``from wavecraft.models import ...``: the names resolve, on first use, to the very classes of
+:mod:`wavecraft.models.musicgen`, :mod:`wavecraft.models.audiogen` and :mod:`wavecraft.codec`, so importing one
+submodule (e.g. ``wavecraft.models.streaming``) does not import the others.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LAZY = {
+    "MusicGen": ("wavecraft.models.musicgen", "MusicGen"),
+    "AudioGen": ("wavecraft.models.audiogen", "AudioGen"),
+    "CompressionModel": ("wavecraft.codec", "CompressionModel"),
+    "EnCodec": ("wavecraft.codec", "EnCodec"),
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'wavecraft.models' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

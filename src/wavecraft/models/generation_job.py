@@ -211,7 +211,8 @@ class _StreamWriter:
         wav = wav.float()
         self.chunks.append(wav)
         try:
-            self.file.write(wav.clamp(-1, 1).numpy().T)
+            # Rounded to the nearest PCM code as audio_write does; a chunk cannot rescale the earlier ones.
+            self.file.write(_sndfile.pcm_data(wav.clamp(-1, 1).numpy().T, self.file.subtype, whole=False))
         except _sndfile.ERRORS as e:
             raise AudioFileError(f"cannot write audio file {self.path}: {_sndfile.error_reason(e)}") from e
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -18,12 +20,20 @@ from ..conditioning.chroma import ChromaConditioner
 from ..errors import WavecraftError
 from ..lm import linear as lm_linear
 from ..lm.generate import Conditions, SamplingParams, generate
+from ..lm.patterns import get_pattern_provider
 from ..lm.quantize import check_quantize, model_is_quantized, quantize_int8
 
 if TYPE_CHECKING:
     from .streaming import AudioStream
 
 ProgressCallback = Callable[[int, int], None]
+
+log = logging.getLogger(__name__)
+
+#: Logged (one line, stderr under the CLI) when float16 is asked for on a CPU.
+CPU_FLOAT16_WARNING = ("dtype float16 on CPU: most CPUs have no float16 arithmetic, so generation can run 10x slower "
+                       "than in float32; on CPU keep float32 (the default) or use int8 quantization, bfloat16 only "
+                       "where the CPU supports it (float16 is meant for GPUs)")
 
 
 def default_device(device: str | torch.device | None) -> torch.device:
@@ -103,6 +113,8 @@ class BaseGenModel:
         device = default_device(device)
         check_quantize(quantize, device)  # before the (long) load
         layer_dtype = transformer_dtype(dtype, quantize)
+        if layer_dtype == torch.float16 and device.type == "cpu":
+            log.warning(CPU_FLOAT16_WARNING)
         bundle = load_lm_bundle(name)
         location = Path(name).parent if Path(name).is_file() else name
         codec = CompressionModel.get_pretrained(location)
@@ -129,6 +141,22 @@ class BaseGenModel:
     @property
     def device(self) -> torch.device:
         return self.lm.linears[0].weight.device
+
+    def half(self):  # noqa: ANN201 (returns the model, of the subclass's type)
+        """Run the LM's transformer layers (and KV cache) in float16, as ``get_pretrained(..., dtype='float16')``
+        does, and return the model (AudioCraft tutorials call ``model.half()``).
+
+        The embeddings, output norm, heads and the codec stay float32, as with ``dtype=``. float16 is meant for
+        GPUs: on a CPU this still converts but warns (``warnings.warn`` of the one-line :data:`CPU_FLOAT16_WARNING`)
+        that it is very slow there and what to use instead. An int8-quantized model (``quantize='int8'``)
+        cannot be converted: :class:`GenerationError`, as ``dtype=`` with ``quantize=``.
+        """
+        if model_is_quantized(self.lm):
+            raise GenerationError("half() (dtype=float16) and quantize=int8 exclude each other")
+        if self.device.type == "cpu":
+            warnings.warn(CPU_FLOAT16_WARNING, UserWarning, stacklevel=2)
+        self.lm.set_transformer_dtype(torch.float16)
+        return self
 
     # -- parameters -----------------------------------------------------------------------------------------------
     def set_generation_params(self, use_sampling: bool = True, top_k: int = 250, top_p: float = 0.0,
@@ -183,7 +211,13 @@ class BaseGenModel:
                 conditioner.use_encoder(name_or_path)
 
     def set_custom_progress_callback(self, progress_callback: ProgressCallback | None = None) -> None:
-        """``progress_callback(generated_steps, total_steps)``, called after every decoding step."""
+        """``progress_callback(generated_steps, total_steps)``, called after every decoding step.
+
+        Both count the decoding steps of the whole generation, over all its windows: ``total_steps`` is fixed
+        before the first call, ``generated_steps`` goes up by one per call, from 1 to exactly ``total_steps``.
+        Prompt frames (a continuation's prompt, a window's context) are read in, not decoded: they count no step.
+        One window of ``F`` new frames takes ``F + max(delays)`` steps (the delay pattern's lag).
+        """
         self._progress_callback = progress_callback
 
     # -- public generation API ----------------------------------------------------------------------------------
@@ -215,7 +249,13 @@ class BaseGenModel:
     def generate_continuation(self, prompt: torch.Tensor, prompt_sample_rate: int,
                               descriptions: Sequence[str | None] | None = None, progress: bool = False,
                               return_tokens: bool = False):  # noqa: ANN201
-        """Continue ``prompt [B, C, T]`` or ``[C, T]``; the output starts with the (re-decoded) prompt."""
+        """Continue ``prompt [B, C, T]`` or ``[C, T]``; the output starts with the (re-decoded) prompt.
+
+        The output lasts ``duration`` (``set_generation_params``), the whole prompt included. A prompt longer than
+        ``max_duration`` is kept whole too: generation then starts in sliding windows (see
+        :meth:`set_generation_params`) conditioned on the prompt's last ``max_duration - extend_stride`` seconds.
+        A prompt longer than ``duration`` is an error.
+        """
         if not isinstance(prompt, torch.Tensor) or prompt.dim() not in (2, 3):
             raise GenerationError("prompt must be a tensor [B, C, T] or [C, T]")
         if prompt.dim() == 2:
@@ -229,9 +269,9 @@ class BaseGenModel:
         if len(texts) != prompt.shape[0]:
             raise GenerationError(f"{len(texts)} descriptions for {prompt.shape[0]} prompts")
         prompt_seconds = prompt.shape[-1] / prompt_sample_rate
-        if prompt_seconds > min(self.duration, self.max_duration):
-            raise GenerationError(f"prompt of {prompt_seconds:.2f} s is longer than the generation duration "
-                                  f"({min(self.duration, self.max_duration):g} s)")
+        if prompt_seconds > self.duration:
+            raise GenerationError(f"prompt of {prompt_seconds:.2f} s is longer than the requested duration "
+                                  f"({self.duration:g} s): ask for a longer duration or cut the prompt")
         wav = convert_audio(prompt.to(self.device), prompt_sample_rate, self.sample_rate, self.audio_channels)
         with torch.inference_mode():
             prompt_tokens, scale = self.compression_model.encode(wav)
@@ -325,12 +365,35 @@ class BaseGenModel:
         length = max(w.shape[-1] for w in items)
         return torch.stack([torch.nn.functional.pad(w, (0, length - w.shape[-1])) for w in items])
 
-    def _progress(self, progress: bool, offset: int, total: int) -> ProgressCallback | None:
+    def _window_steps(self, windows: Sequence[tuple[int, int, int]], prompt_len: int) -> list[int]:
+        """Decoding steps of each of ``windows`` (from :meth:`_windows`), as :func:`generate` runs them."""
+        cfg = self.lm.cfg
+        provider = get_pattern_provider(cfg.pattern, cfg.n_q, delays=list(cfg.delays))
+        counts, known = [], prompt_len  # frames of the clip known before each window
+        for offset, frames, _ in windows:
+            pattern = provider.get_pattern(frames)
+            counts.append(pattern.num_sequence_steps - pattern.get_first_step_with_timesteps(known - offset))
+            known = offset + frames
+        return counts
+
+    def _progress_callbacks(self, progress: bool, windows: Sequence[tuple[int, int, int]],
+                            prompt_len: int = 0) -> list[ProgressCallback | None]:
+        """One step callback per window, reporting ``(steps done, total steps)`` over the whole generation."""
+        counts = self._window_steps(windows, prompt_len)
+        total = sum(counts)
+        before = [sum(counts[:i]) for i in range(len(counts))]
+        return [self._progress(progress, done_before, total) for done_before in before]
+
+    def _progress(self, progress: bool, done_before: int, total: int) -> ProgressCallback | None:
+        """A window's step callback: ``done`` steps of this window, ``done_before`` steps of the earlier ones."""
         if self._progress_callback is not None:
             user = self._progress_callback
-            return lambda done, _steps: user(done + offset, total)
+            return lambda done, _steps: user(done + done_before, total)
         if progress:
-            return lambda done, _steps: print(f"{done + offset: 6d} / {total: 6d}", end="\r", file=sys.stderr)
+            def show(done: int, _steps: int) -> None:
+                done += done_before
+                print(f"{done: 6d} / {total: 6d}", end="\n" if done == total else "\r", file=sys.stderr)
+            return show
         return None
 
     def _lm_kwargs(self, conditions: GuidanceConditions, callback: ProgressCallback | None) -> dict:
@@ -351,20 +414,26 @@ class BaseGenModel:
         if prompt_len > total_len:
             raise GenerationError("the prompt is longer than the requested duration")
 
-        def run(prompt: torch.Tensor | None, max_gen_len: int, offset: int) -> torch.Tensor:
+        def run(prompt: torch.Tensor | None, max_gen_len: int, offset: int,
+                callback: ProgressCallback | None) -> torch.Tensor:
             nonlocal conditions
             if offset and melodies is not None:
                 # Each window is conditioned on the melody from its own start time, wrapping around.
                 conditions = self._conditions(texts, [self._melody_window(m, offset) for m in melodies])
             return generate(self.lm, conditions.cond, max_gen_len, prompt=prompt,
-                            **self._lm_kwargs(conditions, self._progress(progress, offset, total_len)))
+                            **self._lm_kwargs(conditions, callback))
 
-        chunks = [] if prompt_tokens is None else [prompt_tokens]
-        for offset, frames, next_offset in self._windows(total_len, prompt_len):
-            out = run(prompt_tokens, frames, offset)
-            chunks.append(out if prompt_tokens is None else out[..., prompt_tokens.shape[-1]:])
-            prompt_tokens = out[..., next_offset - offset:]
-        return torch.cat(chunks, dim=-1)
+        windows = list(self._windows(total_len, prompt_len))
+        codes = prompt_tokens  # [B, K, n]: the clip's first n frames, known so far
+        for (offset, frames, _), callback in zip(windows, self._progress_callbacks(progress, windows, prompt_len),
+                                                 strict=True):
+            # A window's context: what is known of the clip from its start (the prompt, or earlier windows).
+            context = None if codes is None else codes[..., offset:]
+            out = run(context, frames, offset, callback)
+            new = out if context is None else out[..., context.shape[-1]:]
+            codes = new if codes is None else torch.cat([codes, new], dim=-1)
+        assert codes is not None  # a prompt, or at least one window
+        return codes
 
     def _windows(self, total_len: int, prompt_len: int = 0) -> Iterator[tuple[int, int, int]]:
         """``(offset, frames, next offset)`` of each generation window over a clip of ``total_len`` frames.
@@ -372,8 +441,12 @@ class BaseGenModel:
         One window if the duration fits ``max_duration``; else sliding windows, each starting ``extend_stride``
         after the previous one and keeping the rest of it (``max_duration - extend_stride`` s) as its prompt;
         positions restart at 0 in every window. ``frames`` counts the window's prompt; ``prompt_len`` is the
-        caller's prompt, at the start of the first window.
+        caller's prompt, at the start of the clip. A prompt that leaves no room in the first window (as long as a
+        window or longer) is context like an earlier window's: the first window starts ``max_duration -
+        extend_stride`` s before the prompt's end. No window when the prompt fills the clip.
         """
+        if prompt_len >= total_len:
+            return
         if self.duration <= self.max_duration:
             yield 0, total_len, total_len
             return
@@ -381,7 +454,8 @@ class BaseGenModel:
             raise GenerationError("durations beyond max_duration need set_generation_params(extend_stride=...)")
         stride = int(self.frame_rate * self.extend_stride)
         window = round(self.max_duration * self.frame_rate)
-        offset = 0
+        offset = 0 if prompt_len < window else prompt_len - (window - stride)
+        prompt_len -= offset
         while offset + prompt_len < total_len:
             # In frames: the seconds left, min(duration - offset / rate, max_duration), could round a frame short
             # (0.7 - 0.4 s gave 14 of 15 frames, then 4 more windows of shrinking prompts).
