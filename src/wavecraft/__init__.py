@@ -5,7 +5,7 @@ Heavy pieces are imported on first use so that ``import wavecraft`` stays fast.
 
 from __future__ import annotations
 
-from typing import Any
+from ._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -22,12 +22,4 @@ _LAZY = {
 __all__ = [*_LAZY, "__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'wavecraft' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
