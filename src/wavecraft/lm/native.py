@@ -20,7 +20,9 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -82,20 +84,72 @@ def _torch_uses_libgomp() -> bool:
         return False
 
 
+#: Build folders (``tmp*`` beside the cache) older than this are leftovers of a killed build and are removed.
+STALE_BUILD_SECONDS = 600.0
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _verified(target: Path) -> bool:
+    """Whether ``target`` is the library its checksum file describes: a torn or truncated cache file (a build
+    killed mid-write, a full disk) would crash the process that maps it (SIGBUS), so it is never loaded blindly."""
+    stamp = target.with_name(target.name + ".sha256")
+    try:
+        return target.is_file() and stamp.read_text().strip() == _file_digest(target)
+    except OSError:
+        return False
+
+
+def _remove_stale_builds(folder: Path) -> None:
+    now = time.time()
+    for leftover in folder.glob("tmp*"):
+        try:
+            if leftover.is_dir() and now - leftover.stat().st_mtime > STALE_BUILD_SECONDS:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _check_in_child(library: Path) -> None:
+    """Load ``library`` and look its kernels up in a child process: a broken build fails there, not here."""
+    code = ("import ctypes, sys; lib = ctypes.CDLL(sys.argv[1]); "
+            "lib.wavecraft_gemv_f32; lib.wavecraft_gemv_i8; lib.wavecraft_decode_step")
+    subprocess.run([sys.executable, "-c", code, str(library)], check=True, capture_output=True, text=True,
+                   timeout=60)
+
+
+def _publish(built: Path, target: Path) -> None:
+    """Move ``built`` to ``target`` with its checksum file, each written, flushed to disk and renamed."""
+    with open(built, "rb") as f:
+        os.fsync(f.fileno())
+    stamp = built.with_name(built.name + ".sha256")
+    with open(stamp, "w") as f:
+        f.write(_file_digest(built))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(built, target)
+    os.replace(stamp, target.with_name(target.name + ".sha256"))  # last: a library without it is rebuilt
+
+
 def _build(compiler: str, isa_name: str) -> Path:
-    """Compile the kernels into the cache (once per sources and flags); the file appears atomically."""
+    """Compile the kernels into the cache (once per sources and flags), verified before first use and at every
+    load (:func:`_verified`); a cached file that fails verification is rebuilt."""
     flags = FLAGS + ISA_FLAGS[isa_name]
     code = b"".join(path.read_bytes() for path in [*SOURCES, HEADER])
     digest = hashlib.sha256(code + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
     target = cache_dir() / f"kernels-{digest}.so"
-    if target.exists():
+    if _verified(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_builds(target.parent)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
         subprocess.run([compiler, *flags, *map(str, SOURCES), "-o", str(built), "-lm"], check=True,
                        capture_output=True, text=True, timeout=120)
-        os.replace(built, target)
+        _check_in_child(built)
+        _publish(built, target)
     return target
 
 
