@@ -2,7 +2,10 @@
 
 Layout (little endian)::
 
-    b"WCDC" | version u8 | header length u32 | header (UTF-8 JSON) | payload | CRC-32 of payload u32
+    b"WCDC" | version u8 | header length u32 | header (UTF-8 JSON) | payload | CRC-32 u32
+
+The CRC-32 covers everything before it (version 2; version 1 files, whose CRC covers the payload only, are still
+read).
 
 The header names the codec (``model``), ``sample_rate``, ``channels``, ``num_codebooks``, ``frames``,
 ``cardinality``, ``bits`` per code, the original ``length`` in samples, ``scale`` (per-chunk renormalisation
@@ -27,7 +30,9 @@ from ..errors import CodecFileError
 from ..fileio import atomic_output
 
 MAGIC = b"WCDC"
-VERSION = 1
+#: Version 2: the CRC covers the whole file (prefix, header and payload); version 1's covered the payload only.
+VERSION = 2
+READ_VERSIONS = (1, 2)
 _PREFIX = struct.Struct("<4sBI")
 
 
@@ -80,47 +85,90 @@ def write_wcodec(path: str | Path, item: CodecFile) -> Path:
     payload = pack_codes(codes.numpy(), bits)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    body = _PREFIX.pack(MAGIC, VERSION, len(head)) + head + payload
     with atomic_output(path) as tmp:
-        tmp.write_bytes(_PREFIX.pack(MAGIC, VERSION, len(head)) + head + payload
-                        + struct.pack("<I", zlib.crc32(payload)))
+        tmp.write_bytes(body + struct.pack("<I", zlib.crc32(body)))
     return path
 
 
+#: Bounds no real file comes near; a header beyond them is corrupt (and must not size an allocation).
+_LIMITS = {"sample_rate": (1, 1_000_000), "channels": (1, 64), "num_codebooks": (1, 1024),
+           "frames": (0, 10**9), "cardinality": (2, 1 << 24), "length": (0, 10**12), "segment_frames": (0, 10**9)}
+_MAX_HEADER = 1 << 24
+
+
+def _fail(path: Path, what: str) -> CodecFileError:
+    return CodecFileError(f"{path}: corrupt .wcodec header ({what})")
+
+
+def _check_header(path: Path, header: object, size_left: int) -> tuple[dict, int, int, int]:
+    """Every field checked against its type, its bounds, the others and the bytes that follow, before anything is
+    allocated from it. Returns ``(header, K, F, bits)``."""
+    if not isinstance(header, dict):
+        raise _fail(path, "not an object")
+    for key, (low, high) in _LIMITS.items():
+        value = header.get(key, 0 if key == "segment_frames" else None)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _fail(path, f"{key}={value!r}" if key in header or key == "segment_frames" else f"no {key}")
+    if not isinstance(header.get("model"), str):
+        raise _fail(path, "model")
+    k, f = header["num_codebooks"], header["frames"]
+    bits = header.get("bits")
+    if bits != bits_per_code(header["cardinality"]):
+        raise _fail(path, f"bits={bits!r} for cardinality {header['cardinality']}")
+    if header["segment_frames"] > f:
+        raise _fail(path, f"segment_frames={header['segment_frames']} > frames={f}")
+    segments = math.ceil(f / (header["segment_frames"] or f or 1)) if f else 0
+    for key, count in (("scale", None), ("levels", segments)):
+        values = header.get(key)
+        if values is None:
+            continue
+        if not isinstance(values, list) or (count is not None and len(values) != count) or len(values) > f + 1 \
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                           for v in values):
+            raise _fail(path, key)
+    if math.ceil(k * f * bits / 8) + 4 != size_left:
+        raise CodecFileError(f"{path}: truncated or padded .wcodec file ({k} x {f} codes of {bits} bits need "
+                             f"{math.ceil(k * f * bits / 8) + 4} bytes after the header, found {size_left})")
+    return header, k, f, bits
+
+
 def read_wcodec(path: str | Path) -> CodecFile:
+    """Read a ``.wcodec`` file (versions 1 and 2); anything malformed is a one-line :class:`CodecFileError`."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise CodecFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CodecFileError(f"{path}: is a folder, not a .wcodec file") from None
     except OSError as e:
         raise CodecFileError(f"{path}: cannot read ({e.strerror})") from None
     if len(data) < _PREFIX.size or data[:4] != MAGIC:
         raise CodecFileError(f"{path}: not a .wcodec file")
     _, version, head_len = _PREFIX.unpack_from(data)
-    if version != VERSION:
-        raise CodecFileError(f"{path}: .wcodec format version {version} is not supported (this reader: {VERSION})")
-    try:
-        header = json.loads(data[_PREFIX.size:_PREFIX.size + head_len])
-        k, f, bits = int(header["num_codebooks"]), int(header["frames"]), int(header["bits"])
-    except (ValueError, KeyError, TypeError):
-        raise CodecFileError(f"{path}: corrupt .wcodec header") from None
+    if version not in READ_VERSIONS:
+        raise CodecFileError(f"{path}: .wcodec format version {version} is not supported (this reader: "
+                             f"{', '.join(map(str, READ_VERSIONS))})")
+    if version >= 2 and zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
+        raise CodecFileError(f"{path}: .wcodec file is corrupt (checksum mismatch)")
     start = _PREFIX.size + head_len
-    size = math.ceil(k * f * bits / 8)
-    payload, crc = data[start:start + size], data[start + size:start + size + 4]
-    if len(payload) != size or len(crc) != 4:
+    if head_len > _MAX_HEADER or start > len(data):
         raise CodecFileError(f"{path}: truncated .wcodec file ({len(data)} bytes)")
-    if struct.unpack("<I", crc)[0] != zlib.crc32(payload):
+    try:
+        header = json.loads(data[_PREFIX.size:start])
+    except (ValueError, UnicodeDecodeError):
+        raise _fail(path, "not JSON") from None
+    header, k, f, bits = _check_header(path, header, len(data) - start)
+    payload = data[start:len(data) - 4]
+    if version == 1 and struct.unpack("<I", data[-4:])[0] != zlib.crc32(payload):
         raise CodecFileError(f"{path}: .wcodec payload is corrupt (checksum mismatch)")
-    codes = torch.from_numpy(unpack_codes(payload, k * f, bits).reshape(k, f))
+    codes = unpack_codes(payload, k * f, bits).reshape(k, f)
+    if codes.size and int(codes.max()) >= header["cardinality"]:
+        raise CodecFileError(f"{path}: .wcodec codes exceed the cardinality {header['cardinality']}")
     scale = header.get("scale")
-    levels = header.get("levels")
-    segments = math.ceil(f / int(header.get("segment_frames") or f or 1)) if f else 0
-    if levels is not None and (not isinstance(levels, list) or len(levels) != segments
-                               or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
-                                          for v in levels)):
-        raise CodecFileError(f"{path}: corrupt .wcodec header (levels)")
     return CodecFile(
-        model=str(header["model"]), sample_rate=int(header["sample_rate"]), channels=int(header["channels"]),
-        cardinality=int(header["cardinality"]), length=int(header["length"]), codes=codes,
+        model=header["model"], sample_rate=header["sample_rate"], channels=header["channels"],
+        cardinality=header["cardinality"], length=header["length"], codes=torch.from_numpy(codes),
         scale=None if scale is None else torch.tensor(scale, dtype=torch.float32),
-        segment_frames=int(header.get("segment_frames", 0)), levels=levels)
+        segment_frames=header["segment_frames"], levels=header.get("levels"))
