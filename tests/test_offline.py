@@ -190,3 +190,19 @@ def test_prompts_file_skips_comments_and_mp3_bitrate(tmp_path: Path, capsys: pyt
     capsys.readouterr()
     assert main([*argv, "--mp3-bitrate", "0"]) == 1
     assert "--mp3-bitrate" in capsys.readouterr().err
+
+
+def test_no_command_writes_over_its_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """compress t.wav t.wav replaced the source audio with the .wcodec bytes and exited 0 (issue 21)."""
+    src = _music(tmp_path / "t.wav", seconds=0.5)
+    before = src.read_bytes()
+    assert main(["compress", str(src), str(src)]) == 1
+    assert main(["compress", str(src), str(tmp_path / "." / "t.wav")]) == 1
+    assert main(["generate", "x", "--continue-from", str(src), "-o", str(src)]) == 1
+    assert "also an input" in capsys.readouterr().err
+    assert src.read_bytes() == before
+    code = tmp_path / "c.wcodec"
+    assert main(["compress", str(src), str(code), "--no-progress"]) == 0
+    before = code.read_bytes()
+    assert main(["decompress", str(code), str(code)]) == 1
+    assert code.read_bytes() == before

@@ -133,12 +133,16 @@ def _generation_args(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def _check_output(path: str, fmt: str | None = None) -> None:
-    """Refuse an output whose folder does not exist (a typo must not create folders) or whose suffix names
-    another format than ``--format``."""
+def _check_output(path: str, fmt: str | None = None, inputs: Sequence[str | None] = ()) -> None:
+    """Refuse an output whose folder does not exist (a typo must not create folders), whose suffix names another
+    format than ``--format``, or that is one of the command's ``inputs`` (writing over them would lose data)."""
+    import os
     from pathlib import Path
 
     out = Path(path)
+    for source in filter(None, inputs):
+        if out.exists() and os.path.exists(source) and os.path.samefile(out, source):
+            raise WavecraftError(f"the output {out} is also an input of this command: pick another output name")
     parent = out.parent
     if not parent.is_dir():
         raise WavecraftError(f"cannot write {out}: folder {parent} does not exist" if not parent.exists()
@@ -152,7 +156,7 @@ def _check_output(path: str, fmt: str | None = None) -> None:
 def _generate(args: argparse.Namespace) -> None:
     from .checkpoints.hub import check_reachable
 
-    _check_output(args.output, args.format)
+    _check_output(args.output, args.format, [args.continue_from, args.melody, args.prompts_file])
     if args.command == "sfx" and args.model is None:
         raise WavecraftError("no sound-effects model ships with wavecraft yet: pass --model (e.g. "
                              "facebook/audiogen-medium with hub access or in the HF cache, or a local folder)")
@@ -309,7 +313,7 @@ def _compress(args: argparse.Namespace) -> None:
     from .checkpoints.hub import check_reachable
     from .models.compression import DEFAULT_CODEC, compress_file
 
-    _check_output(args.output)
+    _check_output(args.output, inputs=[args.input])
     check_reachable(args.model, "codec")
     begin = time.perf_counter()
     item = compress_file(args.input, args.output, model=args.model or DEFAULT_CODEC, bandwidth=args.bandwidth,
@@ -324,7 +328,7 @@ def _decompress(args: argparse.Namespace) -> None:
     from .checkpoints.hub import check_reachable
     from .models.compression import decompress_file
 
-    _check_output(args.output)
+    _check_output(args.output, inputs=[args.input])
     check_reachable(args.model, "codec")
     begin = time.perf_counter()
     path = decompress_file(args.input, args.output, model=args.model, progress=not args.no_progress)
