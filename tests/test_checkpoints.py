@@ -163,3 +163,21 @@ def test_hub_name_offline_not_cached(tmp_path):
     result = _run_offline(code, {"WAVECRAFT_CACHE_DIR": str(tmp_path / "empty")})
     assert result.stdout.startswith("CheckpointError |"), result.stdout + result.stderr
     assert "offline" in result.stdout and result.stdout.count("\n") == 1
+
+
+def test_saved_files_follow_the_umask(tmp_path):
+    """Exported model.safetensors was 0600 while config.json was 0644 (issue 21)."""
+    import os
+    import stat
+
+    from wavecraft.codec import EnCodec
+    from wavecraft.codec.config import CodecConfig
+
+    model = EnCodec(CodecConfig(dimension=8, n_filters=2, ratios=(2, 2), n_q=2, bins=16, lstm_layers=0))
+    old = os.umask(0o027)
+    try:
+        folder = model.save_pretrained(tmp_path / "codec")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    assert modes == {"model.safetensors": 0o640, "config.json": 0o640}

@@ -9,6 +9,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` can only set it, racing other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def follow_umask(path: Path) -> None:
+    """Give ``path`` the permissions a file created normally would have (``0o666 & ~umask``): writers that save
+    through a temporary file of their own (safetensors) leave it 0o600."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
     """Yield a fresh temporary path in ``path``'s directory; on success it replaces ``path`` atomically.
@@ -31,6 +48,7 @@ def atomic_output(path: Path) -> Iterator[Path]:
             os.fsync(fd)
         finally:
             os.close(fd)
+        follow_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

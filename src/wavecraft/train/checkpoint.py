@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
+from ..fileio import follow_umask
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
@@ -54,6 +55,8 @@ def save_checkpoint(directory: str | Path, step: int, model: torch.nn.Module, op
     try:
         save_file(weights, str(model_tmp), metadata={"step": str(step)})
         torch.save(state, state_tmp)
+        follow_umask(model_tmp)
+        follow_umask(state_tmp)
         os.replace(model_tmp, directory / MODEL_FILE)
         os.replace(state_tmp, directory / STATE_FILE)
     finally:
