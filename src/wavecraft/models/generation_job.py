@@ -14,7 +14,7 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
-from ..audio import _sndfile, audio_read, audio_write
+from ..audio import _sndfile, audio_info, audio_read, audio_write
 from ..audio.io import WRITE_FORMATS
 from ..errors import AudioFileError
 from ..lm.quantize import check_quantize
@@ -127,11 +127,19 @@ class GenerationJob:
     def run(self) -> list[Path]:
         # Read the prompt audio first: input problems surface before a long model load.
         prompt_audio = audio_read(self.continue_from) if self.continue_from else None
-        melody_audio = audio_read(self.melody) if self.melody else None
+        if self.melody:
+            audio_info(self.melody)  # a missing or unreadable melody fails before the load
         model = self.load_model()
         if self.text_encoder:
             model.set_text_encoder(self.text_encoder)
         model.set_generation_params(**self.params)
+        melody_audio = None
+        if self.melody:
+            from .musicgen import MusicGen
+            if not isinstance(model, MusicGen):
+                raise GenerationError("--melody needs a MusicGen melody model")
+            # Only the part a generation of this duration uses: memory must not grow with the melody file.
+            melody_audio = audio_read(self.melody, duration=model.melody_seconds())
         progress = GenerationProgress(model.frame_rate, disable=not self.progress)
         model.set_custom_progress_callback(progress)
         if self.stream:

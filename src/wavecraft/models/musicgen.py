@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -49,6 +50,14 @@ class MusicGen(BaseGenModel):
     def has_melody(self) -> bool:
         return any(isinstance(c, ChromaConditioner) for c in self.bundle.conditioners.values())
 
+    def melody_seconds(self) -> float:
+        """Seconds of a melody that a generation of the current ``duration`` can use: every window reads the
+        melody from its start for ``max_duration`` seconds, plus half a chroma window, and the resampler a little
+        context. Anything after that never reaches the model, so it is not read or analysed."""
+        n_fft = max((c.chroma.n_fft for c in self.bundle.conditioners.values() if isinstance(c, ChromaConditioner)),
+                    default=0)
+        return self.duration + self.max_duration + n_fft / self.sample_rate + 1.0
+
     def generate_with_chroma(self, descriptions: list[str | None], melody_wavs, melody_sample_rate: int,
                              progress: bool = False, return_tokens: bool = False):  # noqa: ANN001, ANN201
         """Generate following a melody: ``melody_wavs`` is ``[B, C, T]``, ``[C, T]`` or a list of ``[C, T]`` / ``None``.
@@ -78,6 +87,7 @@ class MusicGen(BaseGenModel):
                 raise GenerationError("each melody must be a non-empty [C, T] tensor or None")
             if not bool(torch.isfinite(wav).all()):
                 raise GenerationError("a melody contains NaN or infinite samples")
+            wav = wav[..., : math.ceil(self.melody_seconds() * melody_sample_rate)]  # the rest is never used
             melodies.append(convert_audio(wav.to(self.device).float(), melody_sample_rate, self.sample_rate, 1))
         tokens = self._generate_tokens(texts, None, progress, melodies=melodies)
         return self._finish(tokens, return_tokens)
