@@ -37,7 +37,31 @@ CPU_FLOAT16_WARNING = ("dtype float16 on CPU: most CPUs have no float16 arithmet
 
 
 def default_device(device: str | torch.device | None) -> torch.device:
-    return torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``device`` checked for this machine (one line naming what is wrong), or CUDA when present, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise GenerationError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
+    if chosen.type == "cpu":
+        return chosen
+    if chosen.type != "cuda":
+        raise GenerationError(f"device {device!r} is not supported for generation (use cpu, cuda or cuda:N)")
+    if not torch.cuda.is_available():
+        raise GenerationError(f"device {device!r}: no CUDA GPU is usable here (this torch build or machine has "
+                              "none); use --device cpu")
+    if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        raise GenerationError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return chosen
+
+
+def _number(name: str, value: object, low: float, high: float, integer: bool = False) -> None:
+    """Refuse a parameter that is not a finite number in ``[low, high]`` (an integer where ``integer``)."""
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or not low <= value <= high:
+        what = "an integer" if integer else "a finite number"
+        raise GenerationError(f"{name} must be {what} in [{low:g}, {high:g}], got {value!r}")
 
 
 class GenerationError(WavecraftError, ValueError):
@@ -62,6 +86,9 @@ def check_guidance(cfg_coef: float, cfg_coef_beta: float | None, two_step_cfg: b
     if cfg_coef_beta is not None and cfg_coef == 1.0:
         raise GenerationError(f"{beta_name} (double CFG) needs classifier-free guidance: {cfg_name} must not be 1")
 
+
+#: Guidance coefficients beyond this only amplify float error (AudioCraft's largest published setting is 9).
+MAX_GUIDANCE = 1000.0
 
 TRANSFORMER_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -173,12 +200,20 @@ class BaseGenModel:
             raise GenerationError(f"duration must be a positive number of seconds, got {duration!r}")
         if extend_stride is None:
             extend_stride = min(self.default_extend_stride, self.max_duration / 2)
-        if not 0 < extend_stride < self.max_duration:
+        if not isinstance(extend_stride, (int, float)) or isinstance(extend_stride, bool) \
+                or not 0 < extend_stride < self.max_duration:
             raise GenerationError(f"extend_stride must be in (0, max_duration={self.max_duration:g}), "
                                   f"got {extend_stride}")
+        _number("extend_stride", extend_stride, 0, self.max_duration)
+        _number("cfg_coef", cfg_coef, -MAX_GUIDANCE, MAX_GUIDANCE)
+        if cfg_coef_beta is not None:
+            _number("cfg_coef_beta", cfg_coef_beta, -MAX_GUIDANCE, MAX_GUIDANCE)
         check_guidance(cfg_coef, cfg_coef_beta, two_step_cfg)
-        if temperature < 0 or top_k < 0 or not 0 <= top_p <= 1:
-            raise GenerationError(f"invalid sampling: temperature={temperature}, top_k={top_k}, top_p={top_p}")
+        _number("temperature", temperature, 0, 100)
+        _number("top_k", top_k, 0, 2**31 - 1, integer=True)
+        _number("top_p", top_p, 0, 1)
+        if seed is not None:
+            _number("seed", seed, 0, 2**63 - 1, integer=True)
         self.sampling = SamplingParams(use_sampling, temperature, top_k, top_p)
         self.duration = float(duration)
         self.cfg_coef = cfg_coef
