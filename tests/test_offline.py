@@ -206,3 +206,9 @@ def test_no_command_writes_over_its_input(tmp_path: Path, capsys: pytest.Capture
     before = code.read_bytes()
     assert main(["decompress", str(code), str(code)]) == 1
     assert code.read_bytes() == before
+
+
+def test_format_without_output_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "x", "--duration", "0.5", "--format", "flac", "--no-progress"]) == 0
+    assert (tmp_path / "output.flac").is_file() and not (tmp_path / "output.wav").exists()

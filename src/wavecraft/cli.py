@@ -116,8 +116,9 @@ def _generation_args(p: argparse.ArgumentParser, kind: str) -> None:
         p.set_defaults(melody=None)
     p.add_argument("--text-encoder", help="local T5 folder or hub name to use instead of the model's default")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("-o", "--output", default="output.wav",
-                   help="output file; several prompts get _0, _1, ...; its folder must exist (default: output.wav)")
+    p.add_argument("-o", "--output", default=None,
+                   help="output file; several prompts get _0, _1, ...; its folder must exist (default: "
+                        "output.wav, or output.FORMAT with --format)")
     p.add_argument("--format", choices=_FORMATS, default=None,
                    help="audio format (default: from the output suffix, else wav)")
     p.add_argument("--mp3-bitrate", type=int, default=320, help="MP3 bitrate in kbps (with --format mp3)")
@@ -156,6 +157,8 @@ def _check_output(path: str, fmt: str | None = None, inputs: Sequence[str | None
 def _generate(args: argparse.Namespace) -> None:
     from .checkpoints.hub import check_reachable
 
+    if args.output is None:
+        args.output = f"output.{args.format or 'wav'}"
     _check_output(args.output, args.format, [args.continue_from, args.melody, args.prompts_file])
     if args.command == "sfx" and args.model is None:
         raise WavecraftError("no sound-effects model ships with wavecraft yet: pass --model (e.g. "
