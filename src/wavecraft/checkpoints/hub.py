@@ -64,8 +64,7 @@ def check_reachable(name_or_path: str | Path | None, use: str | None = None) -> 
     name = str(name_or_path)
     if not _looks_like_repo_id(name) or _cached_repo_exists(name) or hub_reachable():
         return
-    why = "HF_HUB_OFFLINE is set (offline mode)" if _offline_mode() else "the hub cannot be reached (offline?)"
-    raise CheckpointError(f"{name} is not in the local cache and {why}: {offline_alternatives(use)}")
+    raise _not_cached(name, use)
 
 
 def _hub_download(repo_id: str, filename: str, required: bool) -> Path | None:
@@ -91,9 +90,7 @@ def _hub_download(repo_id: str, filename: str, required: bool) -> Path | None:
     except LocalEntryNotFoundError:
         if not required and _cached_repo_exists(repo_id):
             return None
-        why = "HF_HUB_OFFLINE is set (offline mode)" if _offline_mode() else "the hub cannot be reached (offline?)"
-        raise CheckpointError(f"{repo_id}/{filename} is not in the local cache and {why}: "
-                              f"{offline_alternatives()}") from None
+        raise _not_cached(f"{repo_id}/{filename}") from None
     except EntryNotFoundError:
         if required:
             raise CheckpointError(f"{repo_id} has no file {filename}") from None
@@ -113,6 +110,11 @@ def _cached_repo_exists(repo_id: str) -> bool:
     except Exception:
         return False
     return any(repo.repo_id == repo_id for repo in info.repos)
+
+
+def _not_cached(what: str, use: str | None = None) -> CheckpointError:
+    why = "HF_HUB_OFFLINE is set (offline mode)" if _offline_mode() else "the hub cannot be reached (offline?)"
+    return CheckpointError(f"{what} is not in the local cache and {why}: {offline_alternatives(use)}")
 
 
 def _offline_mode() -> bool:

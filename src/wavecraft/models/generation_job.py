@@ -101,12 +101,9 @@ class GenerationJob:
     @staticmethod
     def _generate(model: BaseGenModel, prompts: list[str], prompt_audio: tuple | None,
                   melody_audio: tuple | None) -> torch.Tensor:
-        if melody_audio is not None:
-            from .musicgen import MusicGen
-            if not isinstance(model, MusicGen):
-                raise GenerationError("--melody needs a MusicGen melody model")
+        if melody_audio is not None:  # run() checked that the model is a MusicGen
             wav, sr = melody_audio
-            return model.generate_with_chroma(prompts, [wav] * len(prompts), sr)
+            return model.generate_with_chroma(prompts, [wav] * len(prompts), sr)  # type: ignore[attr-defined]
         if prompt_audio is not None:
             wav, sr = prompt_audio
             return model.generate_continuation(wav[None].expand(len(prompts), -1, -1), sr, prompts)
