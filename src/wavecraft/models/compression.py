@@ -38,6 +38,11 @@ def _segment_frames(model: CompressionModel, segment_seconds: float) -> int:
     return max(1, int(segment_seconds * model.frame_rate))
 
 
+def _hop(codec: CompressionModel) -> int:
+    """Samples per code frame."""
+    return round(codec.sample_rate / codec.frame_rate)
+
+
 def _rms(wav: torch.Tensor) -> float:
     return float(wav.double().pow(2).mean().sqrt()) if wav.numel() else 0.0
 
@@ -67,7 +72,7 @@ def compress_file(src: str | Path, dst: str | Path, model: str | Path | Compress
         codec.set_bandwidth(bandwidth)
     wav = convert_audio(wav, sr, codec.sample_rate, codec.channels)
     length = wav.shape[-1]
-    hop = round(codec.sample_rate / codec.frame_rate)
+    hop = _hop(codec)
     seg_frames = _segment_frames(codec, segment_seconds)
     if seg_frames * hop >= length:
         seg_frames = 0
@@ -119,7 +124,7 @@ def decompress_file(src: str | Path, dst: str | Path, model: str | Path | Compre
                 scale = scale[None]
             out = codec.decode(piece[None], scale)[0]
             if restore_level and item.levels is not None:
-                start = i * step * round(codec.sample_rate / codec.frame_rate)
+                start = i * step * _hop(codec)
                 out = out[..., : max(0, item.length - start)]
                 out = out * level_gain(out, item.levels[i])
             wavs.append(out)
