@@ -31,10 +31,19 @@ def write_checkpoint(directory: str | Path, config: dict[str, Any], tensors: dic
     return directory
 
 
+#: Largest JSON config read (a sharded index of a multi-billion-parameter model is well under 1 MB).
+MAX_JSON_BYTES = 16 * 2 ** 20
+
+
 def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; a one-line :class:`CheckpointError` for anything else (too big, not UTF-8,
+    malformed, nested too deep, numbers with too many digits)."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        size = Path(path).stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise CheckpointError(f"{path}: {size} bytes is too big for a JSON config (at most {MAX_JSON_BYTES})")
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise CheckpointError(f"{path}: unreadable JSON ({' '.join(str(e).split())[:100]})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
@@ -55,9 +64,17 @@ def read_weights(source: str | Path, prefix: str | tuple[str, ...] = "") -> dict
         raise CheckpointError(f"{source}: no model.safetensors or pytorch_model.bin beside config.json")
     if found.name.endswith(".index.json"):
         weight_map = read_json(found).get("weight_map", {})
+        if not isinstance(weight_map, dict) or not all(
+                isinstance(k, str) and isinstance(f, str) and _plain_file_name(f) for k, f in weight_map.items()):
+            raise CheckpointError(f"{found}: weight_map must map tensor names to shard file names beside it")
         state: dict[str, torch.Tensor] = {}
         for shard in sorted({f for k, f in weight_map.items() if k.startswith(prefix)}):
             state.update(load_safetensors(find_file(source, shard), prefix))  # type: ignore[arg-type]
     else:
         state = load_weights(found, prefix)
     return state if isinstance(prefix, tuple) else {k[len(prefix):]: v for k, v in state.items()}
+
+
+def _plain_file_name(name: str) -> bool:
+    """A shard named in an index must sit beside it: no folders, no ``..``."""
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..") and "\0" not in name

@@ -6,6 +6,8 @@ fuser, and the generation defaults stored with the model.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,15 +16,17 @@ import torch
 from torch import nn
 
 from ..conditioning import ConditionFuser, SentenceConditioner, T5Conditioner
-from ..conditioning.chroma import ChromaConditioner
+from ..conditioning.chroma import MAX_CHROMA_FRAMES, ChromaConditioner
+from ..conditioning.text import MAX_TEXT_DIM
 from ..errors import CheckpointError
 from ..lm.config import LMConfig
 from ..lm.model import LMModel
-from .codec import FORMAT_VERSION, WAVECRAFT_MUSICGEN, check_state_dict
+from .codec import FORMAT_VERSION, WAVECRAFT_MUSICGEN, check_format_version, check_source, check_state_dict
 from .files import read_json, read_weights, write_checkpoint
 from .hub import find_file
 from .safe_load import load_torch_file
-from .xp_config import parse_xp_config, section
+from .validation import WEIGHT_BYTES, ensure_memory, flag, integer, real, show, text
+from .xp_config import mapping, parse_xp_config, section
 
 
 @dataclass
@@ -52,49 +56,56 @@ _UNSUPPORTED = {  # transformer_lm options the released models never use
 
 
 def lm_config_from_xp(root: dict[str, Any], cross_attention: bool) -> LMConfig:
-    tlm = section(root, "transformer_lm")
+    tlm = mapping(root, "transformer_lm", required=True)
     for key, expected in _UNSUPPORTED.items():
         if tlm.get(key, expected) != expected:
-            raise ValueError(f"transformer_lm.{key}={tlm[key]!r} is not supported")
+            raise ValueError(f"transformer_lm.{key}={show(tlm[key])} is not supported")
     if not tlm.get("norm_first", True) or tlm.get("positional_embedding", "sin") != "sin":
         raise ValueError("only pre-norm layers with sinusoidal positions are supported")
     if tlm.get("norm", "layer_norm") != "layer_norm" or tlm.get("activation", "gelu") != "gelu":
         raise ValueError(f"norm {tlm.get('norm')!r} / activation {tlm.get('activation')!r} not supported")
-    pattern = section(root, "codebooks_pattern") or {"modeling": "delay", "delay": {"delays": [0, 1, 2, 3]}}
+    pattern = mapping(root, "codebooks_pattern") or {"modeling": "delay", "delay": {"delays": [0, 1, 2, 3]}}
     modeling = pattern.get("modeling", "delay")
-    n_q = int(tlm["n_q"])
-    if modeling == "delay" and any(pattern.get("delay", {}).get(k, 0) for k in ("flatten_first", "empty_initial")):
+    # Checked before the delays are made from it: range(1e9) would be a billion-entry tuple.
+    n_q = integer("transformer_lm.n_q", tlm.get("n_q"), 1, 1024)
+    delay = pattern.get("delay") or {}
+    if not isinstance(delay, dict):
+        raise ValueError(f"codebooks_pattern.delay must be a mapping, got {show(delay)}")
+    if modeling == "delay" and any(delay.get(k, 0) for k in ("flatten_first", "empty_initial")):
         raise ValueError("codebooks_pattern.delay.flatten_first / empty_initial other than 0 are not supported")
-    delays = tuple(pattern.get("delay", {}).get("delays", range(n_q))) if modeling == "delay" else tuple([0] * n_q)
+    delays = delay.get("delays", list(range(n_q))) if modeling == "delay" else [0] * n_q
+    # Values go to LMConfig as they are (no int()/float() here): it checks them, and float("nan") passes float().
     return LMConfig(
         dim=tlm["dim"], num_heads=tlm["num_heads"], num_layers=tlm["num_layers"],
         hidden_scale=tlm.get("hidden_scale", 4), n_q=n_q, card=tlm["card"], cross_attention=cross_attention,
         causal=tlm.get("causal", True), bias_attn=tlm.get("bias_attn", True), bias_ff=tlm.get("bias_ff", True),
-        bias_proj=tlm.get("bias_proj", True), max_period=float(tlm.get("max_period", 10000.0)),
-        positional_scale=float(tlm.get("positional_scale", 1.0)), pattern=modeling, delays=delays)
+        bias_proj=tlm.get("bias_proj", True), max_period=tlm.get("max_period", 10000.0),
+        positional_scale=tlm.get("positional_scale", 1.0), pattern=modeling, delays=delays)
 
 
 def _conditioners_from_xp(root: dict[str, Any], dim: int, state: dict[str, torch.Tensor]) -> nn.ModuleDict:
     modules = nn.ModuleDict()
-    for name, spec in (section(root, "conditioners") or {}).items():
+    for name, spec in mapping(root, "conditioners").items():
+        if not isinstance(name, str) or not name.isidentifier() or not isinstance(spec, dict):
+            raise ValueError(f"conditioners.{show(name)} must be a named mapping")
         kind = spec.get("model")
         if kind == "t5":
             proj = state.get(f"condition_provider.conditioners.{name}.output_proj.weight")
-            encoder_dim = proj.shape[1] if proj is not None else None
-            modules[name] = T5Conditioner(dim, spec["t5"]["name"], encoder_dim)
+            encoder_dim = proj.shape[1] if isinstance(proj, torch.Tensor) and proj.dim() == 2 else None
+            modules[name] = T5Conditioner(dim, mapping(spec, "t5", required=True).get("name"), encoder_dim)
         elif kind == "chroma_stem":
-            chroma = spec["chroma_stem"]
+            chroma = mapping(spec, "chroma_stem", required=True)
             # AudioCraft passes these on to its ChromaExtractor; ours derives them from radix2_exp (its defaults).
             if any(chroma.get(k) is not None for k in ("nfft", "winlen", "winhop")) or \
                     chroma.get("norm", float("inf")) != float("inf"):
                 raise ValueError("chroma_stem nfft/winlen/winhop/norm overrides are not supported")
-            duration = (section(root, "dataset") or {}).get("segment_duration") or 30.0
-            modules[name] = ChromaConditioner(dim, int(chroma["sample_rate"]), float(duration),
+            duration = mapping(root, "dataset").get("segment_duration") or 30.0
+            modules[name] = ChromaConditioner(dim, chroma.get("sample_rate"), duration,
                                               n_chroma=chroma.get("n_chroma", 12),
                                               radix2_exp=chroma.get("radix2_exp", 14),
                                               argmax=chroma.get("argmax", True))
         else:
-            raise ValueError(f"conditioner {name!r} of type {kind!r} is not supported yet")
+            raise ValueError(f"conditioner {name!r} of type {show(kind)} is not supported yet")
     return modules
 
 
@@ -104,6 +115,7 @@ def load_lm_bundle(name_or_path: str | Path) -> LMBundle:
     ``name_or_path`` is a checkpoint file, a directory, or a hub repo id. Where a repo holds both layouts (the
     official ``facebook/musicgen-*`` repos do), AudioCraft's is used: it is the reference.
     """
+    check_source(name_or_path, "language model")
     path = Path(name_or_path).expanduser()
     if path.is_file():
         if path.suffix != ".json":
@@ -130,33 +142,69 @@ def _load_audiocraft(path: Path) -> LMBundle:
     state = package["best_state"]
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise CheckpointError(f"{path}: best_state must be a dict of named tensors")
     root = parse_xp_config(package["xp.cfg"])
-    try:
-        fuser_cfg = section(root, "fuser") or {}
+    with _config_errors(path, "unsupported or invalid LM config"):
+        fuser_cfg = mapping(root, "fuser")
         if fuser_cfg.get("cross_attention_pos_emb", False):
             raise ValueError("fuser.cross_attention_pos_emb is not supported")
-        stereo = section(root, "interleave_stereo_codebooks") or {}
+        stereo = mapping(root, "interleave_stereo_codebooks")
         if stereo.get("use", False) and stereo.get("per_timestep", False):
             raise ValueError("interleave_stereo_codebooks.per_timestep is not supported")
-        fuser = ConditionFuser({k: list(v) for k, v in fuser_cfg.items() if isinstance(v, list)})
+        fuser = _fuser({k: v for k, v in fuser_cfg.items() if isinstance(v, list)})
         cfg = lm_config_from_xp(root, cross_attention=fuser.has_cross)
         conditioners = _conditioners_from_xp(root, cfg.dim, state)
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: unsupported or invalid LM config ({' '.join(str(e).split())[:150]})") from None
+        fields = _generation_fields(
+            cfg, cfg_coef=mapping(root, "classifier_free_guidance").get("inference_coef", 3.0),
+            two_step_cfg=mapping(root, "transformer_lm").get("two_step_cfg", False),
+            max_duration=mapping(root, "dataset").get("segment_duration"),
+            sample_rate=section(root, "sample_rate", 32000), channels=section(root, "channels", 1),
+            interleave_stereo=stereo.get("use", False))
+        cfg.check_memory()  # the checkpoint is in memory already; the LM takes one float32 copy of it
     lm_state = {k: v for k, v in state.items() if not k.startswith("condition_provider.")}
     cond_state = {k[len("condition_provider.conditioners."):]: v for k, v in state.items()
                   if k.startswith("condition_provider.conditioners.")}
     lm = build_lm(cfg, lm_state, path, owned=True)
     check_state_dict(conditioners, cond_state, path)
     conditioners.load_state_dict(cond_state)
-    cfg_guidance = section(root, "classifier_free_guidance") or {}
-    dataset = section(root, "dataset") or {}
-    return LMBundle(
-        lm=lm.eval(), conditioners=conditioners.eval(), fuser=fuser,
-        cfg_coef=float(cfg_guidance.get("inference_coef", 3.0)),
-        two_step_cfg=bool(section(root, "transformer_lm").get("two_step_cfg", False)),
-        max_duration=dataset.get("segment_duration"), sample_rate=int(section(root, "sample_rate", 32000)),
-        channels=int(section(root, "channels", 1)), interleave_stereo=bool(stereo.get("use", False)))
+    return LMBundle(lm=lm.eval(), conditioners=conditioners.eval(), fuser=fuser, **fields)
+
+
+@contextlib.contextmanager
+def _config_errors(where: Path | str, what: str) -> Iterator[None]:
+    """Config checks (``ValueError``), missing fields (``KeyError``) and values of the wrong kind as one line."""
+    try:
+        yield
+    except KeyError as e:
+        raise CheckpointError(f"{where}: {what} (missing field {e})") from None
+    except (TypeError, ValueError, ArithmeticError) as e:
+        raise CheckpointError(f"{where}: {what} ({' '.join(str(e).split())[:150]})") from None
+
+
+def _fuser(fuse2cond: Any) -> ConditionFuser:
+    if not isinstance(fuse2cond, dict) or not all(
+            isinstance(m, str) and isinstance(names, list) and all(isinstance(n, str) for n in names)
+            for m, names in fuse2cond.items()):
+        raise ValueError(f"fuser must map fusion methods to lists of condition names, got {show(fuse2cond)}")
+    return ConditionFuser(fuse2cond)
+
+
+def _generation_fields(cfg: LMConfig, cfg_coef: Any, two_step_cfg: Any, max_duration: Any, sample_rate: Any,
+                       channels: Any, interleave_stereo: Any) -> dict[str, Any]:
+    """The :class:`LMBundle` generation defaults of a checkpoint, checked (``ValueError`` naming the field)."""
+    fields = {
+        "cfg_coef": real("cfg_coef", cfg_coef, 0.0, 100.0), "two_step_cfg": flag("two_step_cfg", two_step_cfg),
+        "max_duration": None if max_duration is None else real("max_duration", max_duration, 0.0, 3600.0,
+                                                               open_lo=True),
+        "sample_rate": integer("sample_rate", sample_rate, 1000, 768000),
+        "channels": integer("channels", channels, 1, 2),
+        "interleave_stereo": flag("interleave_stereo", interleave_stereo),
+    }
+    if fields["interleave_stereo"] and (fields["channels"] != 2 or cfg.n_q % 2):
+        raise ValueError(f"interleave_stereo needs 2 channels and an even n_q, got {fields['channels']} and "
+                         f"{cfg.n_q}")
+    return fields
 
 
 def build_lm(cfg: LMConfig, state: dict[str, torch.Tensor], where: Path | str, owned: bool) -> LMModel:
@@ -167,6 +215,10 @@ def build_lm(cfg: LMConfig, state: dict[str, torch.Tensor], where: Path | str, o
     not a random-initialised model beside the checkpoint: a musicgen-small-size model (transformers layout) loaded
     with a peak RSS of 1.9 GB instead of 4.1 GB, in 1.7 s instead of 6.1 s.
     """
+    try:
+        cfg.check_memory()
+    except ValueError as e:
+        raise CheckpointError(f"{where}: {e}") from None
     with torch.device("meta"):
         lm = LMModel(cfg)
     check_state_dict(lm, state, where)
@@ -181,19 +233,51 @@ _HF_LAYER_NAMES = {"self_attn_layer_norm": "norm1", "encoder_attn_layer_norm": "
                    "self_attn": "self_attn"}
 
 
+#: transformers ``MusicgenDecoderConfig`` field -> ours; a config error is reported under the transformers name.
+_HF_LM_FIELDS = {"hidden_size": "dim", "num_attention_heads": "num_heads", "num_hidden_layers": "num_layers",
+                 "num_codebooks": "n_q", "vocab_size": "card"}
+
+
 def lm_config_from_transformers(data: dict[str, Any]) -> LMConfig:
-    dec = data["decoder"]
+    dec = data.get("decoder")
+    if not isinstance(dec, dict):
+        raise ValueError(f"decoder must be a JSON object, got {show(dec)}")
     if dec.get("activation_function", "gelu") != "gelu" or dec.get("scale_embedding", False):
         raise ValueError("only gelu activations without embedding scaling are supported")
-    hidden, ffn = dec.get("hidden_size", 1024), dec.get("ffn_dim", 4096)
-    n_q, channels = dec.get("num_codebooks", 4), dec.get("audio_channels", 1)
+    hidden = integer("decoder.hidden_size", dec.get("hidden_size", 1024), 1, 16384)
+    ffn = integer("decoder.ffn_dim", dec.get("ffn_dim", 4096), 1, 64 * 16384)
+    if ffn % hidden:
+        raise ValueError(f"decoder.ffn_dim {ffn} must be a multiple of hidden_size {hidden}")
+    n_q = integer("decoder.num_codebooks", dec.get("num_codebooks", 4), 1, 1024)
+    channels = integer("decoder.audio_channels", dec.get("audio_channels", 1), 1, 2)
+    if channels == 2 and n_q % 2:
+        raise ValueError(f"decoder.num_codebooks must be even for 2 audio channels, got {n_q}")
     # Stereo checkpoints interleave L/R codebooks, each pair sharing the delay of its mono codebook.
     delays = tuple(range(n_q)) if channels == 1 else tuple(k // 2 for k in range(n_q))
     melody = data.get("model_type") == "musicgen_melody"
-    return LMConfig(dim=hidden, num_heads=dec.get("num_attention_heads", 16),
-                    num_layers=dec.get("num_hidden_layers", 24), hidden_scale=ffn // hidden, n_q=n_q,
-                    card=dec.get("vocab_size", 2048), cross_attention=not melody, cross_attention_mask=True,
-                    delays=delays)
+    try:
+        return LMConfig(dim=hidden, num_heads=dec.get("num_attention_heads", 16),
+                        num_layers=dec.get("num_hidden_layers", 24), hidden_scale=ffn // hidden, n_q=n_q,
+                        card=dec.get("vocab_size", 2048), cross_attention=not melody, cross_attention_mask=True,
+                        delays=delays)
+    except ValueError as e:
+        head, _, rest = str(e).partition(" ")
+        names = {v: k for k, v in _HF_LM_FIELDS.items()}
+        raise ValueError(f"decoder.{names[head]} {rest}" if head in names else str(e)) from None
+
+
+#: T5 encoder fields of transformers' ``text_encoder`` config that size the model, with their bounds.
+_T5_FIELDS = {"d_model": (1, MAX_TEXT_DIM), "d_ff": (1, 4 * 16384), "d_kv": (1, 1024), "num_heads": (1, 1024),
+              "num_layers": (1, 256), "vocab_size": (1, 2 ** 20)}
+
+
+def _t5_weights(text_cfg: dict[str, Any]) -> int:
+    """Elements of the T5 encoder of a transformers MusicGen config (checked first: it is built on first use)."""
+    f = {k: integer(f"text_encoder.{k}", text_cfg[k], lo, hi) for k, (lo, hi) in _T5_FIELDS.items() if k in text_cfg}
+    d, ff = f.get("d_model", 512), f.get("d_ff", 2048)
+    inner = f.get("d_kv", 64) * f.get("num_heads", 8)
+    gated = 3 if str(text_cfg.get("feed_forward_proj", "relu")).startswith("gated") else 2
+    return f.get("vocab_size", 32128) * d + f.get("num_layers", 6) * (4 * d * inner + gated * d * ff + 2 * d)
 
 
 def rename_transformers_lm_keys(state: dict[str, torch.Tensor]
@@ -258,8 +342,12 @@ def _load_transformers(config_path: Path, source: str | Path) -> LMBundle:
     generation = config_path.parent / "generation_config.json"
     guidance = read_json(generation).get("guidance_scale", 3.0) if generation.is_file() else 3.0
     # The decoder and the text projections: the text encoder and the codec in the same file load on their own.
-    state = read_weights(source, ("decoder.", "enc_to_dec_proj.", "audio_enc_to_dec_proj."))
-    return bundle_from_transformers(data, state, source, cfg_coef=float(guidance or 3.0), owned=True)
+    with _config_errors(generation, "invalid generation config"):
+        guidance = real("guidance_scale", guidance or 3.0, 0.0, 100.0)  # unset or 0: the reference's 3.0
+    # The config is checked before any weight is read (inside _from_transformers).
+    return _from_transformers(
+        data, lambda: read_weights(source, ("decoder.", "enc_to_dec_proj.", "audio_enc_to_dec_proj.")), source,
+        cfg_coef=guidance, owned=True)
 
 
 def bundle_from_transformers(data: dict[str, Any], state: dict[str, torch.Tensor], source: str | Path,
@@ -269,24 +357,34 @@ def bundle_from_transformers(data: dict[str, Any], state: dict[str, torch.Tensor
     ``source`` (folder or repo) is where the text encoder and tokenizer are loaded from when first needed.
     ``owned``: the LM may keep ``state``'s tensors as its weights (else it copies them; see :func:`build_lm`).
     """
-    try:
+    return _from_transformers(data, lambda: state, source, cfg_coef, owned)
+
+
+def _from_transformers(data: dict[str, Any], read_state: Any, source: str | Path, cfg_coef: float,
+                       owned: bool) -> LMBundle:
+    """:func:`bundle_from_transformers` with the state dict read by ``read_state()`` once the config passed."""
+    with _config_errors(source, "unsupported or invalid MusicGen config"):
         cfg = lm_config_from_transformers(data)
-    except (KeyError, TypeError, ValueError) as e:
-        detail = " ".join(str(e).split())[:150]
-        raise CheckpointError(f"{source}: unsupported or invalid MusicGen config ({detail})") from None
-    lm_state, cond_state = rename_transformers_lm_keys(state)
-    text_cfg = data.get("text_encoder", {})
-    text_dim = text_cfg.get("d_model", 768)
-    conditioners = nn.ModuleDict(
-        {"description": T5Conditioner(cfg.dim, str(source), text_dim, encoder_loader=_t5_loader(source, text_cfg))})
-    fuser = ConditionFuser({"cross": ["description"]})
-    audio = data.get("audio_encoder", {})
-    sample_rate = int(audio.get("sampling_rate", 32000))
-    if data.get("model_type") == "musicgen_melody":
-        chroma = ChromaConditioner(cfg.dim, sample_rate, 30.0, n_chroma=data.get("num_chroma", 12))
-        chroma.chroma_len = int(data.get("chroma_length", 235))
-        conditioners["self_wav"] = chroma
-        fuser = ConditionFuser({"prepend": ["self_wav", "description"]})
+        text_cfg = data.get("text_encoder", {})
+        if not isinstance(text_cfg, dict):
+            raise ValueError(f"text_encoder must be a JSON object, got {show(text_cfg)}")
+        text_weights = _t5_weights(text_cfg)
+        text_dim = text_cfg.get("d_model", 768)
+        conditioners = nn.ModuleDict({"description": T5Conditioner(
+            cfg.dim, str(source), text_dim, encoder_loader=_t5_loader(source, text_cfg))})
+        fuser = ConditionFuser({"cross": ["description"]})
+        audio = data.get("audio_encoder", {})
+        if not isinstance(audio, dict):
+            raise ValueError(f"audio_encoder must be a JSON object, got {show(audio)}")
+        sample_rate = integer("audio_encoder.sampling_rate", audio.get("sampling_rate", 32000), 1000, 768000)
+        if data.get("model_type") == "musicgen_melody":
+            chroma = ChromaConditioner(cfg.dim, sample_rate, 30.0, n_chroma=data.get("num_chroma", 12))
+            chroma.chroma_len = integer("chroma_length", data.get("chroma_length", 235), 1, MAX_CHROMA_FRAMES)
+            conditioners["self_wav"] = chroma
+            fuser = ConditionFuser({"prepend": ["self_wav", "description"]})
+        # The text encoder is built on first use, but from this config: a size it cannot have is refused now.
+        ensure_memory(WEIGHT_BYTES * (cfg.num_weights() + text_weights), "this MusicGen config")
+    lm_state, cond_state = rename_transformers_lm_keys(read_state())
     fresh = conditioners.state_dict()
     if "description.output_proj.weight" not in cond_state:  # equal widths: transformers adds no projection
         cond_state["description.output_proj.weight"] = torch.eye(cfg.dim, text_dim)
@@ -297,7 +395,7 @@ def bundle_from_transformers(data: dict[str, Any], state: dict[str, torch.Tensor
     lm = build_lm(cfg, lm_state, source, owned)
     check_state_dict(conditioners, cond_state, source)
     conditioners.load_state_dict(cond_state)
-    channels = int(data["decoder"].get("audio_channels", 1))
+    channels = data["decoder"].get("audio_channels", 1)
     return LMBundle(lm=lm.eval(), conditioners=conditioners.eval(), fuser=fuser, cfg_coef=cfg_coef, max_duration=30.0,
                     sample_rate=sample_rate, channels=channels, interleave_stereo=channels == 2)
 
@@ -317,19 +415,27 @@ def _conditioner_spec(module: nn.Module) -> dict[str, Any]:
     raise CheckpointError(f"cannot save a conditioner of type {type(module).__name__}")
 
 
-def _conditioner_from_spec(spec: dict[str, Any], dim: int) -> nn.Module:
-    if spec["type"] == "t5":
-        return T5Conditioner(dim, spec["encoder_name"], spec["encoder_dim"])
-    if spec["type"] == "sentence":
-        return SentenceConditioner(dim, spec["encoder_name"], spec["encoder_dim"], spec.get("pooling", "mean"))
-    if spec["type"] == "chroma":
+def _conditioner_from_spec(name: Any, spec: Any, dim: int) -> nn.Module:
+    """A conditioner of wavecraft's config; ``ValueError`` naming the field when the spec is invalid."""
+    if not isinstance(name, str) or not name.isidentifier() or not isinstance(spec, dict):
+        raise ValueError(f"conditioners.{show(name)} must be a named JSON object")
+    kind = spec.get("type")
+    if kind == "t5":
+        return T5Conditioner(dim, text("encoder_name", spec["encoder_name"]), spec["encoder_dim"])
+    if kind == "sentence":
+        return SentenceConditioner(dim, text("encoder_name", spec["encoder_name"]), spec["encoder_dim"],
+                                   spec.get("pooling", "mean"))
+    if kind == "chroma":
         chroma = ChromaConditioner(dim, spec["sample_rate"], 30.0, n_chroma=spec["n_chroma"],
                                    radix2_exp=spec["radix2_exp"], argmax=spec["argmax"])
-        chroma.chroma_len = int(spec["chroma_len"])
+        # Sizes of tensors made at generation time (frame_index, the tiled chroma): bounded like set_window's.
+        chroma.chroma_len = integer(f"conditioners.{name}.chroma_len", spec["chroma_len"], 1, MAX_CHROMA_FRAMES)
         if "frame_rate" in spec:
-            chroma.frame_rate, chroma.frames = float(spec["frame_rate"]), int(spec["frames"])
+            chroma.frame_rate = real(f"conditioners.{name}.frame_rate", spec["frame_rate"], 0.0,
+                                     float(chroma.sample_rate), open_lo=True)
+            chroma.frames = integer(f"conditioners.{name}.frames", spec.get("frames"), 1, MAX_CHROMA_FRAMES)
         return chroma
-    raise ValueError(f"unknown conditioner type {spec['type']!r}")
+    raise ValueError(f"conditioners.{name}.type {show(kind)} is unknown (t5, sentence or chroma)")
 
 
 def save_generator(bundle: LMBundle, codec: Any, directory: str | Path) -> Path:
@@ -351,19 +457,37 @@ def save_generator(bundle: LMBundle, codec: Any, directory: str | Path) -> Path:
 
 def _load_wavecraft(config_path: Path, source: str | Path) -> LMBundle:
     data = read_json(config_path)
-    try:
-        cfg = LMConfig.from_dict(data["lm"])
-        conditioners = nn.ModuleDict({name: _conditioner_from_spec(spec, cfg.dim)
-                                      for name, spec in data.get("conditioners", {}).items()})
-        fuser = ConditionFuser(data.get("fuser", {}))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{config_path}: invalid wavecraft model config ({' '.join(str(e).split())[:150]})"
-                              ) from None
+    check_format_version(data, config_path)
+    with _config_errors(config_path, "invalid wavecraft model config"):
+        lm_cfg, specs = data.get("lm"), data.get("conditioners", {})
+        if not isinstance(lm_cfg, dict) or not isinstance(specs, dict):
+            raise ValueError("lm and conditioners must be JSON objects")
+        cfg = LMConfig.from_dict(lm_cfg)
+        conditioners = nn.ModuleDict({name: _conditioner_from_spec(name, spec, cfg.dim)
+                                      for name, spec in specs.items()})
+        fuser = _fuser(data.get("fuser", {}))
+        fields = _generation_fields(cfg, data["cfg_coef"], data.get("two_step_cfg", False), data.get("max_duration"),
+                                    data["sample_rate"], data["channels"], data.get("interleave_stereo", False))
+        _match_codec(cfg, fields, data.get("codec"))
+        cfg.check_memory()  # before the weights are read: they become the LM's (see build_lm)
     lm = build_lm(cfg, read_weights(source, "lm."), config_path, owned=True)
     cond_state = read_weights(source, "conditioners.")
     check_state_dict(conditioners, cond_state, config_path)
     conditioners.load_state_dict(cond_state)
-    return LMBundle(lm=lm.eval(), conditioners=conditioners.eval(), fuser=fuser, cfg_coef=float(data["cfg_coef"]),
-                    two_step_cfg=bool(data.get("two_step_cfg", False)), max_duration=data.get("max_duration"),
-                    sample_rate=int(data["sample_rate"]), channels=int(data["channels"]),
-                    interleave_stereo=bool(data.get("interleave_stereo", False)))
+    return LMBundle(lm=lm.eval(), conditioners=conditioners.eval(), fuser=fuser, **fields)
+
+
+def _match_codec(cfg: LMConfig, fields: dict[str, Any], codec: Any) -> None:
+    """The LM of a wavecraft generator must fit the codec saved with it (codes, codebooks, sample rate)."""
+    if codec is None:
+        return
+    if not isinstance(codec, dict):
+        raise ValueError(f"codec must be a JSON object, got {show(codec)}")
+    bins, n_q, rate = codec.get("bins"), codec.get("n_q"), codec.get("sample_rate")
+    if isinstance(bins, int) and bins != cfg.card:
+        raise ValueError(f"lm.card {cfg.card} does not match the codec's {bins} bins")
+    codebooks = cfg.n_q // 2 if fields["interleave_stereo"] else cfg.n_q
+    if isinstance(n_q, int) and codebooks > n_q:
+        raise ValueError(f"lm.n_q {cfg.n_q} needs more codebooks than the codec's {n_q}")
+    if isinstance(rate, int) and rate != fields["sample_rate"]:
+        raise ValueError(f"sample_rate {fields['sample_rate']} does not match the codec's {rate}")

@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..checkpoints.validation import WEIGHT_BYTES, choice, ensure_memory, flag, int_tuple, integer, real, real_tuple
 from ..configs import ConfigMixin
+
+ACTIVATIONS = ("ELU", "ReLU", "LeakyReLU", "GELU", "SiLU", "Tanh", "Sigmoid", "Softplus", "Mish", "PReLU", "Identity")
+NORMS = ("none", "weight_norm", "time_group_norm")
+PAD_MODES = ("constant", "zero", "reflect", "replicate", "circular")
+MAX_HOP = 65536  # samples per codec frame (the released codecs use 320 and 640)
+MAX_KERNEL = 65536  # effective (dilated) kernel span, in samples
 
 
 @dataclass(frozen=True)
@@ -58,15 +65,101 @@ class CodecConfig(ConfigMixin):
     target_bandwidths: tuple[float, ...] = field(default=())  # kbps, as advertised by transformers' configs
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field (types, ranges, list lengths, combinations); ``ValueError`` naming the first bad one.
+
+        Integral floats are stored as ``int`` and lists as tuples, so configs read from JSON compare equal.
+        """
+        for name, (lo, hi) in _INT_RANGES.items():
+            object.__setattr__(self, name, integer(name, getattr(self, name), lo, hi))
+        for name in _FLAGS:
+            flag(name, getattr(self, name))
+        for name, (lo, hi) in _REAL_RANGES.items():
+            object.__setattr__(self, name, real(name, getattr(self, name), lo, hi))
+        choice("architecture", self.architecture, ("seanet", "oscillator"))
+        choice("activation", self.activation, ACTIVATIONS)
+        choice("norm", self.norm, NORMS)
+        choice("pad_mode", self.pad_mode, PAD_MODES)
+        object.__setattr__(self, "ratios", int_tuple("ratios", self.ratios, 1, 64, 1, 16))
+        object.__setattr__(self, "target_bandwidths",
+                           real_tuple("target_bandwidths", self.target_bandwidths, 0.0, 1e4, 64))
+        if self.hop_length > MAX_HOP:
+            raise ValueError(f"the product of ratios (hop length) must be at most {MAX_HOP}, got {self.hop_length}")
+        if self.compress > self.n_filters:
+            raise ValueError(f"compress ({self.compress}) must not exceed n_filters ({self.n_filters})")
+        if self.dilation_base ** max(0, self.n_residual_layers - 1) * (self.residual_kernel_size - 1) > MAX_KERNEL:
+            raise ValueError(f"dilation_base ** n_residual_layers * residual_kernel_size must stay within "
+                             f"{MAX_KERNEL} samples")
+        if not self.causal and self.trim_right_ratio != 1.0:
+            raise ValueError("trim_right_ratio != 1.0 needs causal convolutions")
+        if self.chunk_length_s is not None:
+            object.__setattr__(self, "chunk_length_s", real("chunk_length_s", self.chunk_length_s, 0.0, 3600.0,
+                                                            open_lo=True))
+            if self.overlap is None:
+                raise ValueError("chunk_length_s needs overlap")
+            if self.chunk_length < self.hop_length:  # type: ignore[operator]
+                raise ValueError(f"chunk_length_s ({self.chunk_length_s:g} s) is shorter than one frame")
+        if self.overlap is not None:
+            object.__setattr__(self, "overlap", real("overlap", self.overlap, 0.0, 0.99))
         if self.causal and self.renormalize:
             raise ValueError("causal and renormalize are mutually exclusive")
-        if self.architecture not in ("seanet", "oscillator"):
-            raise ValueError(f"architecture must be seanet or oscillator, got {self.architecture!r}")
         if self.architecture == "oscillator" and (self.channels != 1 or self.causal or self.renormalize
                                                   or self.chunk_length_s is not None):
             raise ValueError("the oscillator codec is mono, non-causal, without renormalisation or chunking")
         if self.architecture == "oscillator" and self.hop_length % 2:
             raise ValueError(f"the oscillator codec needs an even hop length, got {self.hop_length}")
+
+    def num_weights(self) -> int:
+        """Elements of the model's parameters and buffers (what :class:`EnCodec` allocates), from the config alone."""
+        d, nf = self.dimension, self.n_filters
+        vq = self.n_q * (2 * self.bins * d + self.bins + 1)  # embed, embed_avg, cluster_size, inited
+        if self.architecture == "oscillator":
+            return vq + self._oscillator_weights()
+        norm_extra = {"weight_norm": 1, "time_group_norm": 2, "none": 0}[self.norm]
+
+        def conv(cin: int, cout: int, k: int) -> int:
+            return cin * cout * k + cout + norm_extra * cout
+
+        def convtr(cin: int, cout: int, k: int) -> int:  # weight norm's g is per input channel here
+            extra = {"weight_norm": cin, "time_group_norm": 2 * cout, "none": 0}[self.norm]
+            return cin * cout * k + cout + extra
+
+        def resblock(width: int) -> int:
+            hidden = width // self.compress
+            block = conv(width, hidden, self.residual_kernel_size) + conv(hidden, width, 1)
+            return block + (0 if self.true_skip else conv(width, width, 1))
+
+        widest = nf * 2 ** len(self.ratios)
+        lstm = self.lstm_layers * (8 * widest * widest + 8 * widest)
+        total = vq + 2 * lstm
+        total += conv(self.channels, nf, self.kernel_size) + conv(widest, d, self.last_kernel_size)
+        total += conv(d, widest, self.kernel_size) + conv(nf, self.channels, self.last_kernel_size)
+        for i, ratio in enumerate(reversed(self.ratios)):
+            width = nf * 2 ** i  # encoder stage i (the decoder mirrors it)
+            total += 2 * self.n_residual_layers * resblock(width)
+            total += conv(width, 2 * width, 2 * ratio) + convtr(2 * width, width, 2 * ratio)
+        return total
+
+    def _oscillator_weights(self) -> int:
+        n = math.floor(69 + 12 * math.log2(self.sample_rate / 2 / 440.0)) - 23  # semitones C1..Nyquist
+        h, d, k = self.oscillator_hidden, self.dimension, n + self.oscillator_noise_bands
+        blocks = self.oscillator_layers * (6 * h * h + 15 * h)
+
+        def stack(cin: int, kernel: int, out: int) -> int:
+            return cin * h * kernel + h + blocks + 2 * h + h * out + out
+
+        encoder = self.oscillator_n_fft + n * (self.oscillator_n_fft // 2 + 1) + stack(2 * n, 3, d)
+        block_samples = 16 * self.hop_length
+        noise = self.oscillator_noise_bands * (self.sample_rate + -(-block_samples // self.sample_rate)
+                                               * self.sample_rate)
+        decoder = 2 * n + 2 * n * block_samples + noise + self.hop_length + stack(d, 7, k)
+        return encoder + decoder
+
+    def check_memory(self, copies: int = 1) -> None:
+        """``ValueError`` if ``copies`` float32 copies of the model's weights do not fit in available memory."""
+        ensure_memory(copies * WEIGHT_BYTES * self.num_weights(), "this codec config")
 
     @property
     def hop_length(self) -> int:
@@ -89,6 +182,22 @@ class CodecConfig(ConfigMixin):
         if self.chunk_length is None or self.overlap is None:
             return None
         return max(1, int((1.0 - self.overlap) * self.chunk_length))
+
+
+#: Inclusive ranges of the integer fields: generous around the released models, but bounded, so that a typo or a
+#: corrupt file (n_q 1e6, bins 1e9) is refused before anything is allocated.
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "sample_rate": (1000, 768000), "channels": (1, 16), "dimension": (1, 8192), "n_filters": (1, 4096),
+    "n_residual_layers": (0, 32), "kernel_size": (1, 1023), "last_kernel_size": (1, 1023),
+    "residual_kernel_size": (1, 1023), "dilation_base": (1, 64), "compress": (1, 4096), "lstm_layers": (0, 16),
+    "n_q": (1, 1024), "bins": (2, 2 ** 20), "kmeans_iters": (0, 10000), "oscillator_hidden": (1, 8192),
+    "oscillator_layers": (0, 64), "oscillator_noise_bands": (1, 256), "oscillator_n_fft": (16, 65536),
+}
+_REAL_RANGES: dict[str, tuple[float, float]] = {
+    "activation_alpha": (0.0, 100.0), "trim_right_ratio": (0.0, 1.0), "decay": (0.0, 1.0),
+    "threshold_ema_dead_code": (0.0, 1e9),
+}
+_FLAGS = ("causal", "true_skip", "kmeans_init", "q_dropout", "renormalize")
 
 
 #: Architectures of the released codecs (weights are loaded separately).

@@ -16,7 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoints.validation import flag, integer, real
 from .attributes import ConditionTensor
+
+MAX_CHROMA_FRAMES = 65536  # chroma or codec frames of one condition window (30 s is 235 chroma, 1500 codec frames)
 
 
 def chroma_filterbank(sample_rate: int, n_fft: int, n_chroma: int = 12, tuning: float = 0.0, ctroct: float = 5.0,
@@ -59,10 +62,14 @@ class ChromaExtractor(nn.Module):
 
     def __init__(self, sample_rate: int, n_chroma: int = 12, radix2_exp: int = 14, argmax: bool = True) -> None:
         super().__init__()
+        # Checked first: radix2_exp and n_chroma size the filter bank (n_chroma x 2 ** radix2_exp) built below.
+        sample_rate = integer("sample_rate", sample_rate, 1000, 768000)
+        n_chroma = integer("n_chroma", n_chroma, 1, 48)
+        radix2_exp = integer("radix2_exp", radix2_exp, 6, 16)
         self.sample_rate = sample_rate
         self.n_fft = 2 ** radix2_exp
         self.hop = self.n_fft // 4
-        self.argmax = argmax
+        self.argmax = flag("argmax", argmax)
         self.spec = _Spectrogram(self.n_fft)
         self.register_buffer("fbanks", chroma_filterbank(sample_rate, self.n_fft, n_chroma), persistent=False)
 
@@ -100,6 +107,7 @@ class ChromaConditioner(nn.Module):
     def __init__(self, output_dim: int, sample_rate: int, duration: float, n_chroma: int = 12, radix2_exp: int = 14,
                  argmax: bool = True, frame_rate: float | None = None) -> None:
         super().__init__()
+        output_dim = integer("output_dim", output_dim, 1, 16384)
         self.sample_rate = sample_rate
         self.chroma = ChromaExtractor(sample_rate, n_chroma, radix2_exp, argmax)
         self.output_proj = nn.Linear(n_chroma, output_dim)
@@ -109,10 +117,15 @@ class ChromaConditioner(nn.Module):
     def set_window(self, duration: float, frame_rate: float | None = None) -> None:
         """Size the condition for ``duration`` seconds: ``chroma_len`` chroma frames, and with the codec's
         ``frame_rate`` (``sum`` fusion) one projected vector per codec frame (``frames``)."""
+        duration = real("duration", duration, 0.0, 3600.0, open_lo=True)
+        if frame_rate is not None:
+            frame_rate = real("frame_rate", frame_rate, 0.0, float(self.sample_rate), open_lo=True)
         # The frames of a ``duration`` s clip, which the extractor first pads to n_fft if shorter (as AudioCraft).
-        self.chroma_len = 1 + max(int(self.sample_rate * duration), self.chroma.n_fft) // self.chroma.hop
+        chroma_len = 1 + max(int(self.sample_rate * duration), self.chroma.n_fft) // self.chroma.hop
+        frames = 0 if frame_rate is None else int(round(duration * frame_rate))
+        self.chroma_len = integer("chroma_len", chroma_len, 1, MAX_CHROMA_FRAMES)
         self.frame_rate = frame_rate
-        self.frames = 0 if frame_rate is None else int(round(duration * frame_rate))
+        self.frames = integer("frames", frames, 0, MAX_CHROMA_FRAMES)
 
     def extract(self, wav: torch.Tensor) -> torch.Tensor:
         """``wav [B, 1, T]`` (model sample rate, zero-padded batch) ``-> chroma [B, chroma_len, n_chroma]``."""

@@ -8,8 +8,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoints.validation import integer, text
 from ..errors import CheckpointError
 from .attributes import ConditionTensor
+
+MAX_TEXT_DIM = 16384  # widths of text encoder states and of the LM (flan-t5-xxl: 4096)
 
 #: Hidden size of the T5 encoders AudioCraft's configs name.
 T5_DIMS = {"t5-small": 512, "t5-base": 768, "t5-large": 1024, "t5-3b": 1024, "t5-11b": 1024,
@@ -64,9 +67,11 @@ class T5Conditioner(TextConditioner):
     def __init__(self, output_dim: int, encoder_name: str = "t5-base", encoder_dim: int | None = None,
                  encoder_loader: Callable[[], tuple[object, nn.Module]] | None = None) -> None:
         super().__init__()
-        self.encoder_name = encoder_name
+        self.encoder_name = text("encoder_name", encoder_name)
         self._encoder_loader = encoder_loader  # e.g. the T5 stored inside a transformers MusicGen checkpoint
-        encoder_dim = encoder_dim or T5_DIMS.get(encoder_name, 768)
+        encoder_dim = T5_DIMS.get(encoder_name, 768) if encoder_dim is None else encoder_dim
+        encoder_dim = integer("encoder_dim", encoder_dim, 1, MAX_TEXT_DIM)
+        output_dim = integer("output_dim", output_dim, 1, MAX_TEXT_DIM)
         self.output_proj = nn.Linear(encoder_dim, output_dim)
         self._encoder: tuple[object, nn.Module] | None = None
 
@@ -148,7 +153,9 @@ class SentenceConditioner(TextConditioner):
         super().__init__()
         if pooling not in ("mean", "tokens"):
             raise ValueError(f"pooling must be 'mean' or 'tokens', got {pooling!r}")
-        self.encoder_name = encoder_name
+        encoder_dim = integer("encoder_dim", encoder_dim, 1, MAX_TEXT_DIM)
+        output_dim = integer("output_dim", output_dim, 1, MAX_TEXT_DIM)
+        self.encoder_name = text("encoder_name", encoder_name)
         self.pooling = pooling
         self.output_proj = nn.Linear(encoder_dim, output_dim)
         self._encoder: object | None = None
