@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import functools
+import os
+import re
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from .errors import WavecraftError
 
@@ -93,7 +99,10 @@ def _generation_args(p: argparse.ArgumentParser, kind: str) -> None:
         p.add_argument("--model", default=None,
                        help="hub name (e.g. facebook/audiogen-medium), directory or file; required: no "
                             "sound-effects model ships with wavecraft yet")
-    p.add_argument("--duration", type=float, default=10.0 if music else 5.0, help="seconds per clip")
+    p.add_argument("--duration", type=float, default=10.0 if music else 5.0,
+                   help="seconds per clip (at most 1 h without --allow-long)")
+    p.add_argument("--allow-long", action="store_true",
+                   help="allow --duration up to 24 h (the clip is generated and held in memory whole)")
     p.add_argument("--seed", type=int, default=None, help="random seed (reproducible sampling)")
     p.add_argument("--top-k", type=int, default=250, help="sample among the k most likely tokens")
     p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling; wins over --top-k when > 0")
@@ -134,24 +143,68 @@ def _generation_args(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def _check_output(path: str, fmt: str | None = None, inputs: Sequence[str | None] = ()) -> None:
-    """Refuse an output whose folder does not exist (a typo must not create folders), whose suffix names another
-    format than ``--format``, or that is one of the command's ``inputs`` (writing over them would lose data)."""
-    import os
-    from pathlib import Path
+#: The usual limit of one file name component, in bytes (ext4, xfs, btrfs, tmpfs; NAME_MAX).
+_NAME_MAX = 255
+#: Every output this run checked (what a write error without a file name is about: ``f.write`` raising ENOSPC).
+_outputs: list[str] = []
 
+
+def _check_output(path: str | os.PathLike, inputs: Sequence[str | None] = ()) -> None:
+    """Refuse, before any work, an output that cannot be written or must not be.
+
+    Checked: each name component fits ``NAME_MAX`` bytes; the folder exists (a typo must not create folders), is
+    a folder and is writable; the output is not a folder, nor an existing non-regular file (``/dev/null``, a FIFO:
+    outputs are written to a temporary file renamed over the target, which would replace the device or pipe, so
+    they are refused rather than written to); the output is not one of the command's ``inputs`` (writing over
+    them would lose data).
+    """
     out = Path(path)
+    shown = _check_names(out)
+    # os.path's tests, not Path's: they answer False instead of raising on names the system refuses.
+    if os.path.isdir(out):
+        raise WavecraftError(f"cannot write {shown}: it is a folder (name a file in it)")
+    if os.path.lexists(out) and not os.path.isfile(out):
+        raise WavecraftError(f"cannot write {shown}: it is not a regular file (a device, pipe or socket); outputs "
+                             "are written to a temporary file and renamed into place, so name a regular file")
     for source in filter(None, inputs):
-        if out.exists() and os.path.exists(source) and os.path.samefile(out, source):
-            raise WavecraftError(f"the output {out} is also an input of this command: pick another output name")
+        if os.path.exists(out) and os.path.exists(source) and os.path.samefile(out, source):
+            raise WavecraftError(f"the output {shown} is also an input of this command: pick another output name")
     parent = out.parent
-    if not parent.is_dir():
-        raise WavecraftError(f"cannot write {out}: folder {parent} does not exist" if not parent.exists()
-                             else f"cannot write {out}: {parent} is not a folder")
-    suffix = out.suffix.lstrip(".").lower()
+    if not os.path.isdir(parent):
+        raise WavecraftError(f"cannot write {shown}: folder {parent} does not exist" if not os.path.lexists(parent)
+                             else f"cannot write {shown}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise WavecraftError(f"cannot write {shown}: no permission to create files in folder {parent}")
+    _outputs.append(str(out))
+
+
+def _check_names(out: Path) -> str:
+    """``out`` for messages (on one line); refuses a name component longer than ``NAME_MAX`` bytes."""
+    shown = str(out).replace("\n", "\\n")
+    for part in out.parts:
+        size = len(os.fsencode(part))
+        if size > _NAME_MAX:
+            raise WavecraftError(f"cannot write {shown[:60]}...: a name in it ({part[:30]}...) is {size} bytes "
+                                 f"long; file names are limited to {_NAME_MAX} bytes")
+    return shown
+
+
+def _check_generation_output(output: str, fmt: str | None, inputs: Sequence[str | None]) -> None:
+    """The checks of :func:`_check_output` on the file ``-o output`` names (before torch is imported: they answer
+    at once), and the suffix against ``--format``."""
+    given = Path(output)
+    _check_names(given)
+    suffix = given.suffix.lstrip(".").lower()
     if fmt and suffix in _FORMATS and suffix != fmt:
-        raise WavecraftError(f"--format {fmt} conflicts with the output name {out.name} (.{suffix}): "
+        raise WavecraftError(f"--format {fmt} conflicts with the output name {given.name} (.{suffix}): "
                              "change one of them")
+    if os.path.lexists(given) and not os.path.isfile(given) and not os.path.isdir(given):
+        # -o /dev/null would write /dev/null.wav
+        _check_output(given)
+    # The first file written, as GenerationJob names it: the suffix replaced by, or followed by, the format's.
+    stem = given.with_suffix("") if suffix in _FORMATS else given
+    final_fmt = fmt or (suffix if suffix in _FORMATS else "wav")
+    _check_output(stem.with_name(f"{stem.name}.{final_fmt}"), inputs)
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -159,7 +212,8 @@ def _generate(args: argparse.Namespace) -> None:
 
     if args.output is None:
         args.output = f"output.{args.format or 'wav'}"
-    _check_output(args.output, args.format, [args.continue_from, args.melody, args.prompts_file])
+    inputs = [args.continue_from, args.melody, args.prompts_file]
+    _check_generation_output(args.output, args.format, inputs)
     if args.command == "sfx" and args.model is None:
         raise WavecraftError("no sound-effects model ships with wavecraft yet: pass --model (e.g. "
                              "facebook/audiogen-medium with hub access or in the HF cache, or a local folder)")
@@ -167,19 +221,20 @@ def _generate(args: argparse.Namespace) -> None:
     from .models.generation_job import GenerationJob  # torch: after the checks, which answer at once
 
     job = GenerationJob.from_args(args, kind="sfx" if args.command == "sfx" else "music")
+    for path in job.final_paths():  # the names written (_0, _1, ..., the format's suffix): before generating
+        _check_output(path, inputs=inputs)
     for path in job.run():
         print(path)
 
 
 def _data(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from .data import build_manifest, write_manifest
 
     if args.data_command != "manifest":
         return _corpus_command(args)
     if not Path(args.root).is_dir():
         raise WavecraftError(f"not a folder: {args.root}")
+    _check_output(args.output)  # before the scan, which can take long
     metas = build_manifest(args.root, min_duration=args.min_duration, workers=args.workers)
     if not metas:
         raise WavecraftError(f"no readable audio files under {args.root}")
@@ -332,6 +387,8 @@ def _decompress(args: argparse.Namespace) -> None:
     from .models.compression import decompress_file
 
     _check_output(args.output, inputs=[args.input])
+    if not Path(args.output).suffix:  # written as OUTPUT.wav
+        _check_output(f"{args.output}.wav", inputs=[args.input])
     check_reachable(args.model, "codec")
     begin = time.perf_counter()
     path = decompress_file(args.input, args.output, model=args.model, progress=not args.no_progress)
@@ -347,19 +404,95 @@ def _quiet_hub_logging() -> None:
     hub_logging.set_verbosity_error()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` and ``atomic_output`` cleans up on the way out."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`Terminated` in the main thread (restored afterwards)."""
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # not the main thread (main() called from a worker thread): leave it
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line(text: str) -> str:
+    """A message on one line: a user-facing error must not spread over several."""
+    return re.sub(r"\s*[\r\n]+\s*", " ", text).strip()
+
+
+#: OS errors that mean "the output cannot be written" (the file name is often missing from them).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _os_error_message(e: OSError) -> str:
+    """``cannot write X: no space left on device`` and the like, from ``e.strerror`` and ``e.errno``."""
+    reason = (e.strerror or str(e) or type(e).__name__).lower()
+    name = e.filename if e.filename is not None else None
+    if name is None and e.errno in _WRITE_ERRNOS and _outputs:
+        name = ", ".join(dict.fromkeys(_outputs))  # the outputs of this run: one of them was being written
+    if name is None:
+        return reason
+    verb = "write" if e.errno in _WRITE_ERRNOS or e.errno in (errno.EACCES, errno.EPERM) else "use"
+    return f"cannot {verb} {os.fsdecode(name)}: {reason}"
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """torch's allocation failures (``torch.OutOfMemoryError``, the CPU allocator's RuntimeError) count as
+    MemoryError; torch is looked up only if it is already imported."""
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(e, oom):
+        return True
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e).lower())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     _quiet_hub_logging()
+    _outputs.clear()
     commands = {"compress": _compress, "decompress": _decompress, "generate": _generate, "sfx": _generate,
                 "data": _data, "train": _train, "models": _models}
     try:
-        commands[args.command](args)
+        with _sigterm_raises():
+            commands[args.command](args)
     except WavecraftError as e:
-        print(f"wavecraft: error: {e}", file=sys.stderr)
+        print(f"wavecraft: error: {_one_line(str(e))}", file=sys.stderr)
         return 1
+    except Terminated:
+        print("wavecraft: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("wavecraft: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `wavecraft models | head`: the reader is gone, nothing to tell it
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
+        return 1
+    except MemoryError:
+        # Last resort: one line, not a traceback (the traceback's own allocation could fail too).
+        print("wavecraft: error: out of memory: try a shorter --duration, fewer prompts or a smaller "
+              "--batch-size", file=sys.stderr)
+        return 1
+    except OSError as e:
+        # Last resort for what the checks before the work cannot foresee: a full disk, permissions changed.
+        print(f"wavecraft: error: {_one_line(_os_error_message(e))}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:
+        if not _out_of_memory(e):
+            raise
+        print("wavecraft: error: out of memory: try a shorter --duration, fewer prompts or a smaller "
+              "--batch-size", file=sys.stderr)
+        return 1
     return 0
 
 

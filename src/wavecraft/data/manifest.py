@@ -135,15 +135,20 @@ def write_manifest(path: PathLike, metas: Iterable[AudioMeta], relative: bool = 
 
     The file is gzip-compressed when its name ends with ``.gz``. With ``relative``, paths are written relative to
     the manifest's folder (what :func:`read_manifest` resolves them against); otherwise as they are.
+    An ``OSError`` while writing (disk full, no permission) is a :class:`WavecraftError`; the file is unchanged.
     """
     path = Path(path)
     folder = path.parent.resolve()
-    with atomic_output(path) as tmp, _open_text(tmp, "w") as f:
-        for meta in metas:
-            d = meta.to_dict()
-            if relative:
-                d["path"] = os.path.relpath(os.path.abspath(meta.path), folder)
-            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+    try:
+        with atomic_output(path) as tmp, _open_text(tmp, "w") as f:
+            for meta in metas:
+                d = meta.to_dict()
+                if relative:
+                    d["path"] = os.path.relpath(os.path.abspath(meta.path), folder)
+                f.write(json.dumps(d, ensure_ascii=False) + "\n")
+    except OSError as e:
+        # A full disk, a missing folder, a name too long: one line naming the manifest (f.write names no file).
+        raise WavecraftError(f"cannot write manifest {path}: {(e.strerror or str(e)).lower()}") from None
 
 
 def _meta_for(file: Path) -> AudioMeta | None:

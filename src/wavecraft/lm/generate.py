@@ -114,15 +114,21 @@ def generate_steps(lm: LMModel, cond: Conditions, max_gen_len: int, null: Condit
     """:func:`generate` as a generator: yields a :class:`DecodedStep` after every decoding step, returns the codes.
 
     Streaming consumers read the frames completed so far between steps; :func:`generate` just drains it, so both
-    run the very same computation.
+    run the very same computation. A prompt of ``max_gen_len`` frames leaves nothing to decode: no step is yielded
+    and the prompt is returned.
     """
     sampling = sampling or SamplingParams()
     cfg = lm.cfg
     batch = cond.batch_size or (prompt.shape[0] if prompt is not None else 1)
     device = lm.linears[0].weight.device
     prompt_len = 0 if prompt is None else prompt.shape[-1]
+    if max_gen_len < 1:
+        raise ValueError(f"max_gen_len must be at least 1, got {max_gen_len}")
     if prompt_len > max_gen_len:
         raise ValueError(f"prompt of {prompt_len} frames is longer than max_gen_len={max_gen_len}")
+    if prompt is not None and prompt_len == max_gen_len:
+        # Nothing left to decode (the pattern has no step for timestep max_gen_len): the prompt is the result.
+        return prompt.clone()
 
     pattern = get_pattern_provider(cfg.pattern, cfg.n_q, delays=list(cfg.delays)).get_pattern(max_gen_len)
     unknown = -1

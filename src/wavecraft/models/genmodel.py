@@ -68,6 +68,26 @@ class GenerationError(WavecraftError, ValueError):
     """Invalid generation arguments: descriptions, durations, prompts."""
 
 
+#: Longest clip generated unless asked for more (``max_generation_duration``, CLI ``--allow-long``): a typo such
+#: as ``--duration 1e9`` (about 38,000 h) must fail at once, not run until memory runs out.
+DURATION_LIMIT = 3600.0
+#: The most ``--allow-long`` allows: a clip's samples, its tokens and the loudness pass are all held in memory.
+LONG_DURATION_LIMIT = 24 * 3600.0
+#: Longest description, in characters (tokenizers without truncation make the text encoder quadratic in it).
+MAX_DESCRIPTION_CHARS = 10_000
+
+
+def check_duration(duration: object, limit: float, name: str = "duration", hint: str = "") -> float:
+    """``duration`` as a float: a finite number of seconds in ``(0, limit]``, else a :class:`GenerationError`
+    naming ``name``; ``hint`` is appended to the message about the limit (how to raise it)."""
+    if isinstance(duration, bool) or not isinstance(duration, int | float) or not math.isfinite(duration) \
+            or duration <= 0:
+        raise GenerationError(f"{name} must be a positive number of seconds, got {duration!r}")
+    if duration > limit:
+        raise GenerationError(f"{name} {duration:g} s is over the limit of {limit:g} s ({limit / 3600:g} h){hint}")
+    return float(duration)
+
+
 class GuidanceConditions(NamedTuple):
     """The condition batches of one generation: ``cond`` (everything), ``null`` (nothing; ``None`` without CFG)
     and ``mid`` (double CFG's middle term: no description, the other conditions kept)."""
@@ -109,6 +129,8 @@ class BaseGenModel:
 
     default_duration = 30.0
     default_extend_stride = 18.0
+    #: Longest ``duration`` :meth:`set_generation_params` accepts; raise it (on the class or a model) for more.
+    max_generation_duration = DURATION_LIMIT
 
     def __init__(self, name: str, compression_model: CompressionModel, bundle: LMBundle,
                  max_duration: float | None = None) -> None:
@@ -196,8 +218,7 @@ class BaseGenModel:
         last ``max_duration - extend_stride`` seconds as context (``extend_stride`` defaults to 18 s for MusicGen,
         2 s for AudioGen).
         """
-        if not (isinstance(duration, (int, float)) and math.isfinite(duration) and duration > 0):
-            raise GenerationError(f"duration must be a positive number of seconds, got {duration!r}")
+        check_duration(duration, self.max_generation_duration, hint=" (set max_generation_duration to allow longer)")
         if extend_stride is None:
             extend_stride = min(self.default_extend_stride, self.max_duration / 2)
         if not isinstance(extend_stride, (int, float)) or isinstance(extend_stride, bool) \
@@ -205,6 +226,9 @@ class BaseGenModel:
             raise GenerationError(f"extend_stride must be in (0, max_duration={self.max_duration:g}), "
                                   f"got {extend_stride}")
         _number("extend_stride", extend_stride, 0, self.max_duration)
+        if int(self.frame_rate * extend_stride) < 1:  # a window advancing 0 frames would never end
+            raise GenerationError(f"extend_stride must be at least one codec frame ({1 / self.frame_rate:g} s), "
+                                  f"got {extend_stride}")
         _number("cfg_coef", cfg_coef, -MAX_GUIDANCE, MAX_GUIDANCE)
         if cfg_coef_beta is not None:
             _number("cfg_coef_beta", cfg_coef_beta, -MAX_GUIDANCE, MAX_GUIDANCE)
@@ -305,13 +329,20 @@ class BaseGenModel:
             raise GenerationError(f"{len(texts)} descriptions for {prompt.shape[0]} prompts")
         prompt_seconds = prompt.shape[-1] / prompt_sample_rate
         if prompt_seconds > self.duration:
-            raise GenerationError(f"prompt of {prompt_seconds:.2f} s is longer than the requested duration "
+            shown = f"{prompt_seconds:.2f} s"
+            if float(shown[:-2]) <= self.duration:  # rounded, it would look as long as the duration
+                shown = f"{prompt.shape[-1]} samples at {prompt_sample_rate} Hz ({prompt_seconds:.6g} s)"
+            raise GenerationError(f"prompt of {shown} is longer than the requested duration "
                                   f"({self.duration:g} s): ask for a longer duration or cut the prompt")
         wav = convert_audio(prompt.to(self.device), prompt_sample_rate, self.sample_rate, self.audio_channels)
         with torch.inference_mode():
             prompt_tokens, scale = self.compression_model.encode(wav)
         if scale is not None:
             raise GenerationError("this codec renormalises its input; it cannot encode prompts for generation")
+        # The clip is a whole number of frames, int(duration * frame_rate), and the codec rounds a prompt up to
+        # whole frames: a prompt within the duration may end in a frame the clip does not have. Such a prompt
+        # fills the clip, which is then the prompt cut to the clip's length.
+        prompt_tokens = prompt_tokens[..., :self._total_frames()]
         return self._finish(self._generate_tokens(texts, prompt_tokens, progress), return_tokens)
 
     def generate_audio(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -335,8 +366,9 @@ class BaseGenModel:
                 continue
             if not isinstance(d, str):
                 raise GenerationError(f"descriptions must be strings, got {type(d).__name__}")
-            if len(d) > 10_000:
-                raise GenerationError(f"a description of {len(d)} characters is too long (max 10000)")
+            if len(d) > MAX_DESCRIPTION_CHARS:
+                raise GenerationError(f"a description of {len(d)} characters is too long "
+                                      f"(max {MAX_DESCRIPTION_CHARS})")
         return list(descriptions)
 
     def _conditions(self, texts: list[str | None], melodies: list[torch.Tensor | None] | None = None
@@ -439,11 +471,16 @@ class BaseGenModel:
         return dict(null=conditions.null, cfg_coef=cfg_coef, two_step_cfg=self.two_step_cfg, sampling=self.sampling,
                     generator=self.generator, callback=callback, cfg_coef_beta=self.cfg_coef_beta, mid=mid)
 
-    def _generate_tokens(self, texts: list[str | None], prompt_tokens: torch.Tensor | None,
-                         progress: bool, melodies: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+    def _total_frames(self) -> int:
+        """Frames of a clip of ``duration`` seconds (at least one)."""
         total_len = int(self.duration * self.frame_rate)
         if total_len < 1:
-            raise GenerationError(f"duration {self.duration} s is shorter than one frame")
+            raise GenerationError(f"duration {self.duration} s is shorter than one frame ({1 / self.frame_rate:g} s)")
+        return total_len
+
+    def _generate_tokens(self, texts: list[str | None], prompt_tokens: torch.Tensor | None,
+                         progress: bool, melodies: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+        total_len = self._total_frames()
         conditions = self._conditions(texts, melodies)
         prompt_len = 0 if prompt_tokens is None else prompt_tokens.shape[-1]
         if prompt_len > total_len:
