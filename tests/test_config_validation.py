@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from wavecraft.checkpoints import validation
+from wavecraft import validation
 from wavecraft.checkpoints.codec import load_codec
 from wavecraft.checkpoints.lm import LMBundle, load_lm_bundle, save_generator
 from wavecraft.checkpoints.safe_load import load_torch_file

@@ -17,6 +17,10 @@ class InvalidAudioError(WavecraftError, ValueError):
     """An audio tensor is unusable: wrong shape or channel count, no samples, NaN or infinite values."""
 
 
+class ConfigError(WavecraftError, ValueError):
+    """A model config value is out of range, of the wrong type, inconsistent with another, or too big to build."""
+
+
 class CheckpointError(WavecraftError):
     """A checkpoint cannot be found, is unsafe to load, or does not match its config."""
 

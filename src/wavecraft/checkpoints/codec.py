@@ -15,11 +15,11 @@ import torch
 from ..codec.compression import CompressionModel, EnCodec
 from ..codec.config import CodecConfig
 from ..errors import CheckpointError
+from ..validation import flag, int_tuple, integer, real_tuple, show
 from .files import read_json, read_weights, write_checkpoint
 from .hub import find_file
 from .safe_load import load_torch_file, load_weights, verified_finite
 from .shipped import shipped_folder
-from .validation import flag, int_tuple, integer, real_tuple, show
 from .xp_config import mapping, parse_xp_config, section
 
 WAVECRAFT_CODEC = "wavecraft_codec"

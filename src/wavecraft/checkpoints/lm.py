@@ -21,11 +21,11 @@ from ..conditioning.text import MAX_TEXT_DIM
 from ..errors import CheckpointError
 from ..lm.config import LMConfig
 from ..lm.model import LMModel
+from ..validation import WEIGHT_BYTES, ensure_memory, flag, integer, real, show, text
 from .codec import FORMAT_VERSION, WAVECRAFT_MUSICGEN, check_format_version, check_source, check_state_dict
 from .files import read_json, read_weights, write_checkpoint
 from .hub import find_file
 from .safe_load import load_torch_file
-from .validation import WEIGHT_BYTES, ensure_memory, flag, integer, real, show, text
 from .xp_config import mapping, parse_xp_config, section
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..checkpoints.validation import WEIGHT_BYTES, choice, ensure_memory, flag, int_tuple, integer, real, real_tuple
 from ..configs import ConfigMixin
+from ..errors import ConfigError
+from ..validation import WEIGHT_BYTES, choice, ensure_memory, flag, int_tuple, integer, real, real_tuple
 
 ACTIVATIONS = ("ELU", "ReLU", "LeakyReLU", "GELU", "SiLU", "Tanh", "Sigmoid", "Softplus", "Mish", "PReLU", "Identity")
 NORMS = ("none", "weight_norm", "time_group_norm")
@@ -86,30 +87,30 @@ class CodecConfig(ConfigMixin):
         object.__setattr__(self, "target_bandwidths",
                            real_tuple("target_bandwidths", self.target_bandwidths, 0.0, 1e4, 64))
         if self.hop_length > MAX_HOP:
-            raise ValueError(f"the product of ratios (hop length) must be at most {MAX_HOP}, got {self.hop_length}")
+            raise ConfigError(f"the product of ratios (hop length) must be at most {MAX_HOP}, got {self.hop_length}")
         if self.compress > self.n_filters:
-            raise ValueError(f"compress ({self.compress}) must not exceed n_filters ({self.n_filters})")
+            raise ConfigError(f"compress ({self.compress}) must not exceed n_filters ({self.n_filters})")
         if self.dilation_base ** max(0, self.n_residual_layers - 1) * (self.residual_kernel_size - 1) > MAX_KERNEL:
-            raise ValueError(f"dilation_base ** n_residual_layers * residual_kernel_size must stay within "
+            raise ConfigError(f"dilation_base ** n_residual_layers * residual_kernel_size must stay within "
                              f"{MAX_KERNEL} samples")
         if not self.causal and self.trim_right_ratio != 1.0:
-            raise ValueError("trim_right_ratio != 1.0 needs causal convolutions")
+            raise ConfigError("trim_right_ratio != 1.0 needs causal convolutions")
         if self.chunk_length_s is not None:
             object.__setattr__(self, "chunk_length_s", real("chunk_length_s", self.chunk_length_s, 0.0, 3600.0,
                                                             open_lo=True))
             if self.overlap is None:
-                raise ValueError("chunk_length_s needs overlap")
+                raise ConfigError("chunk_length_s needs overlap")
             if self.chunk_length < self.hop_length:  # type: ignore[operator]
-                raise ValueError(f"chunk_length_s ({self.chunk_length_s:g} s) is shorter than one frame")
+                raise ConfigError(f"chunk_length_s ({self.chunk_length_s:g} s) is shorter than one frame")
         if self.overlap is not None:
             object.__setattr__(self, "overlap", real("overlap", self.overlap, 0.0, 0.99))
         if self.causal and self.renormalize:
-            raise ValueError("causal and renormalize are mutually exclusive")
+            raise ConfigError("causal and renormalize are mutually exclusive")
         if self.architecture == "oscillator" and (self.channels != 1 or self.causal or self.renormalize
                                                   or self.chunk_length_s is not None):
-            raise ValueError("the oscillator codec is mono, non-causal, without renormalisation or chunking")
+            raise ConfigError("the oscillator codec is mono, non-causal, without renormalisation or chunking")
         if self.architecture == "oscillator" and self.hop_length % 2:
-            raise ValueError(f"the oscillator codec needs an even hop length, got {self.hop_length}")
+            raise ConfigError(f"the oscillator codec needs an even hop length, got {self.hop_length}")
 
     def num_weights(self) -> int:
         """Elements of the model's parameters and buffers (what :class:`EnCodec` allocates), from the config alone."""

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints.validation import flag, integer, real
+from ..validation import flag, integer, real
 from .attributes import ConditionTensor
 
 MAX_CHROMA_FRAMES = 65536  # chroma or codec frames of one condition window (30 s is 235 chroma, 1500 codec frames)

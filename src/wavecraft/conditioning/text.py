@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoints.validation import integer, text
 from ..errors import CheckpointError
+from ..validation import integer, text
 from .attributes import ConditionTensor
 
 MAX_TEXT_DIM = 16384  # widths of text encoder states and of the LM (flan-t5-xxl: 4096)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..checkpoints.validation import WEIGHT_BYTES, choice, ensure_memory, flag, int_tuple, integer, real
 from ..configs import ConfigMixin
+from ..errors import ConfigError
+from ..validation import WEIGHT_BYTES, choice, ensure_memory, flag, int_tuple, integer, real
 
 PATTERNS = ("delay", "parallel", "unroll")  # the providers of wavecraft.lm.patterns
 MAX_DELAY = 512  # steps a codebook may lag (the released models: at most 3)
@@ -57,9 +58,9 @@ class LMConfig(ConfigMixin):
         choice("pattern", self.pattern, PATTERNS)
         object.__setattr__(self, "delays", int_tuple("delays", self.delays, 0, MAX_DELAY, 1, 1024))
         if self.dim % self.num_heads:
-            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+            raise ConfigError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.pattern == "delay" and len(self.delays) != self.n_q:
-            raise ValueError(f"{len(self.delays)} delays for {self.n_q} codebooks")
+            raise ConfigError(f"{len(self.delays)} delays for {self.n_q} codebooks")
 
     def num_weights(self) -> int:
         """Elements of the model's parameters (what :class:`~wavecraft.lm.model.LMModel` allocates)."""

@@ -1,8 +1,9 @@
 """Checks of config values read from files (config.json, xp.cfg) before anything is built from them.
 
-Every check raises ``ValueError`` with a one-line message naming the field and the value; loaders turn it into a
-:class:`~wavecraft.errors.CheckpointError` naming the file. Integral floats (``1e3`` in JSON) are accepted for
-integer fields and returned as ``int``; NaN, infinities and booleans-for-numbers are refused.
+Every check raises :class:`~wavecraft.errors.ConfigError` (a ``ValueError``) with a one-line message naming the
+field and the value; loaders turn it into a :class:`~wavecraft.errors.CheckpointError` naming the file. Integral
+floats (``1e3`` in JSON) are accepted for integer fields and returned as ``int``; NaN, infinities and
+booleans-for-numbers are refused.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from .errors import ConfigError
 
 #: Bytes per weight element of a model as built (float32).
 WEIGHT_BYTES = 4
@@ -28,59 +31,59 @@ def integer(name: str, value: Any, lo: int, hi: int) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {show(value)}")
+        raise ConfigError(f"{name} must be an integer, got {show(value)}")
     if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {show(value)}")
+        raise ConfigError(f"{name} must be in [{lo}, {hi}], got {show(value)}")
     return value
 
 
 def real(name: str, value: Any, lo: float = -math.inf, hi: float = math.inf, open_lo: bool = False) -> float:
     """``value`` as a finite ``float`` in ``[lo, hi]`` (``(lo, hi]`` with ``open_lo``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {show(value)}")
+        raise ConfigError(f"{name} must be a number, got {show(value)}")
     value = float(value)
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {show(value)}")
+        raise ConfigError(f"{name} must be finite, got {show(value)}")
     if value < lo or value > hi or (open_lo and value == lo):
         bounds = f"{'(' if open_lo else '['}{lo:g}, {hi:g}]"
-        raise ValueError(f"{name} must be in {bounds}, got {show(value)}")
+        raise ConfigError(f"{name} must be in {bounds}, got {show(value)}")
     return value
 
 
 def flag(name: str, value: Any) -> bool:
     """``value`` if it is a ``bool`` (``"false"`` or ``2`` are not)."""
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {show(value)}")
+        raise ConfigError(f"{name} must be true or false, got {show(value)}")
     return value
 
 
 def choice(name: str, value: Any, options: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in options:
-        raise ValueError(f"{name} must be one of {', '.join(options)}, got {show(value)}")
+        raise ConfigError(f"{name} must be one of {', '.join(options)}, got {show(value)}")
     return value
 
 
 def text(name: str, value: Any, max_len: int = 4096) -> str:
     """A non-empty single-line string (a name or path)."""
     if not isinstance(value, str) or not value.strip() or len(value) > max_len or "\n" in value or "\0" in value:
-        raise ValueError(f"{name} must be a non-empty one-line string, got {show(value)}")
+        raise ConfigError(f"{name} must be a non-empty one-line string, got {show(value)}")
     return value
 
 
 def int_tuple(name: str, value: Any, lo: int, hi: int, min_len: int = 0, max_len: int = 1024) -> tuple[int, ...]:
     """A list or tuple of ``min_len..max_len`` integers, each in ``[lo, hi]``."""
     if not isinstance(value, (list, tuple)):
-        raise ValueError(f"{name} must be a list of integers, got {show(value)}")
+        raise ConfigError(f"{name} must be a list of integers, got {show(value)}")
     if not min_len <= len(value) <= max_len:
-        raise ValueError(f"{name} must have {min_len} to {max_len} entries, got {len(value)}")
+        raise ConfigError(f"{name} must have {min_len} to {max_len} entries, got {len(value)}")
     return tuple(integer(f"{name}[{i}]", v, lo, hi) for i, v in enumerate(value))
 
 
 def real_tuple(name: str, value: Any, lo: float, hi: float, max_len: int = 1024) -> tuple[float, ...]:
     if not isinstance(value, (list, tuple)):
-        raise ValueError(f"{name} must be a list of numbers, got {show(value)}")
+        raise ConfigError(f"{name} must be a list of numbers, got {show(value)}")
     if len(value) > max_len:
-        raise ValueError(f"{name} must have at most {max_len} entries, got {len(value)}")
+        raise ConfigError(f"{name} must have at most {max_len} entries, got {len(value)}")
     return tuple(real(f"{name}[{i}]", v, lo, hi) for i, v in enumerate(value))
 
 
@@ -123,5 +126,5 @@ def ensure_memory(nbytes: int, what: str) -> None:
     """Refuse (``ValueError``) to build something needing ``nbytes`` when the machine has less available."""
     available = available_memory()
     if available is not None and nbytes > available:
-        raise ValueError(f"{what} needs about {gigabytes(nbytes)} of memory, more than the {gigabytes(available)} "
+        raise ConfigError(f"{what} needs about {gigabytes(nbytes)} of memory, more than the {gigabytes(available)} "
                          "available")
