@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -58,14 +59,42 @@ class CompressionModel(ABC, nn.Module):
     @abstractmethod
     def set_num_codebooks(self, n: int) -> None: ...
 
-    def set_bandwidth(self, kbps: float) -> int:
-        """Select the number of codebooks for a bitrate in kbps (floor, at least 1); returns it."""
+    #: Codebooks are selected in multiples of this (2 for interleaved stereo: one per channel).
+    codebook_step: int = 1
+
+    def supported_bandwidths(self) -> list[float]:
+        """The bitrates (kbps) this model can code at exactly: one per selectable number of codebooks."""
         per_codebook = self.frame_rate * math.log2(self.cardinality) / 1000
-        n = max(1, math.floor(kbps / per_codebook + 1e-9))
+        return [n * per_codebook for n in range(self.codebook_step, self.total_codebooks + 1, self.codebook_step)]
+
+    def _bandwidths_text(self) -> str:
+        rates = self.supported_bandwidths()
+        if len(rates) <= 8:
+            return ", ".join(f"{r:g}" for r in rates) + " kbps"
+        return f"{rates[0]:g} to {rates[-1]:g} kbps in steps of {rates[0]:g}"
+
+    def set_bandwidth(self, kbps: float) -> int:
+        """Select the number of codebooks for a bitrate in kbps; returns it.
+
+        As in AudioCraft, the count is the largest whose bitrate does not exceed ``kbps``, at least one (one
+        pair for interleaved stereo). ``kbps`` must be a finite number > 0 and at most the model's highest
+        bitrate; anything else is a one-line :class:`InvalidAudioError` that lists the supported bitrates.
+        """
+        if isinstance(kbps, bool) or not isinstance(kbps, numbers.Real):
+            raise InvalidAudioError(f"bandwidth must be a number of kbps, got {kbps!r} (this model codes at "
+                                    f"{self._bandwidths_text()})")
+        kbps = float(kbps)
+        if not math.isfinite(kbps) or kbps <= 0:
+            raise InvalidAudioError(f"bandwidth must be a finite number of kbps > 0, got {kbps:g} (this model "
+                                    f"codes at {self._bandwidths_text()})")
+        per_codebook = self.frame_rate * math.log2(self.cardinality) / 1000
+        step = self.codebook_step
+        # The tolerance keeps an exact supported rate (1.35 / 0.45 = 3.0000000000000004) from rounding down.
+        n = max(step, math.floor(kbps / per_codebook + 1e-9) // step * step)
         if n > self.total_codebooks:
             raise InvalidAudioError(
-                f"bandwidth {kbps} kbps needs {n} codebooks; this model has {self.total_codebooks} "
-                f"(max {self.total_codebooks * per_codebook:g} kbps)")
+                f"bandwidth {kbps:g} kbps needs {n} codebooks; this model has {self.total_codebooks} "
+                f"(it codes at {self._bandwidths_text()})")
         self.set_num_codebooks(n)
         return n
 
@@ -109,6 +138,7 @@ class EnCodec(CompressionModel):
 
     def __init__(self, cfg: CodecConfig) -> None:
         super().__init__()
+        cfg.check_memory()  # a config that fits no machine fails here, not after gigabytes of allocation
         self.cfg = cfg
         if cfg.architecture == "oscillator":
             self.encoder: nn.Module = SemitoneEncoder(cfg)
@@ -157,10 +187,25 @@ class EnCodec(CompressionModel):
 
     # -- encoding -----------------------------------------------------------------------------------------------
     def _chunks(self, length: int) -> list[tuple[int, int]]:
+        """``(start, end)`` of the chunks that ``encode`` codes, one every ``stride`` samples.
+
+        The codes of all chunks are concatenated, and ``decode`` finds the chunk boundaries again by splitting
+        them every ``ceil(chunk / hop)`` frames, so every chunk but the last must code to exactly that many. A
+        chunk starting after one that already reaches the end (which AudioCraft's and transformers' EnCodec
+        code, and which keeps their codes for such lengths, e.g. exactly 1 s at 48 kHz) is therefore only coded
+        when that one is long enough; otherwise the short chunk reaching the end is the last.
+        """
         chunk, stride = self.cfg.chunk_length, self.cfg.chunk_stride
         if chunk is None or stride is None:
             return [(0, length)]
-        return [(offset, min(offset + chunk, length)) for offset in range(0, length, stride)]
+        hop = self.hop_length
+        frames_per_chunk = -(-chunk // hop)
+        chunks: list[tuple[int, int]] = []
+        for offset in range(0, length, stride):
+            if chunks and chunks[-1][1] == length and -(-(length - chunks[-1][0]) // hop) != frames_per_chunk:
+                break
+            chunks.append((offset, min(offset + chunk, length)))
+        return chunks
 
     def _preprocess(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not self.cfg.renormalize:
@@ -192,10 +237,36 @@ class EnCodec(CompressionModel):
         """``codes [B, K, F] -> wav [B, C, F * hop]`` (chunked models: overlap-added length).
 
         Output is not cropped to the encoded input's length: ``F * hop`` may exceed it by up to ``hop - 1``.
+        Zero frames decode to empty audio ``[B, C, 0]`` (the inverse of nothing). ``scale``: ``[B, n_chunks]`` as
+        ``encode`` returned it (``[B, 1]`` or ``[B]`` for unchunked models), finite, or None.
         """
         self._check_codes(codes)
+        if codes.shape[-1] == 0 or codes.shape[0] == 0:
+            dtype = self.quantizer.layers[0]._codebook.embed.dtype
+            return torch.zeros(codes.shape[0], self.channels, 0, dtype=dtype, device=codes.device)
+        scale = self._check_scale(scale, codes.shape[0], self._num_pieces(codes.shape[-1]))
         with reuse_freed_memory():
             return self._decode(codes, scale)
+
+    def _num_pieces(self, frames: int) -> int:
+        """How many chunks ``frames`` code frames hold (1 for unchunked models)."""
+        chunk = self.cfg.chunk_length
+        return 1 if chunk is None else math.ceil(frames / math.ceil(chunk / self.hop_length))
+
+    def _check_scale(self, scale: torch.Tensor | None, batch: int, n_pieces: int) -> torch.Tensor | None:
+        if scale is None:
+            return None
+        if not isinstance(scale, torch.Tensor) or not scale.is_floating_point():
+            what = scale.dtype if isinstance(scale, torch.Tensor) else type(scale).__name__
+            raise InvalidAudioError(f"scale must be a floating-point tensor, got {what}")
+        if scale.dim() == 1 and n_pieces == 1:
+            scale = scale[:, None]
+        if scale.dim() != 2 or tuple(scale.shape) != (batch, n_pieces):
+            raise InvalidAudioError(f"got scale of shape {tuple(scale.shape)} for codes of {batch} clips in "
+                                    f"{n_pieces} chunks (expected [{batch}, {n_pieces}])")
+        if not bool(torch.isfinite(scale).all()):
+            raise InvalidAudioError("scale contains NaN or infinite values")
+        return scale
 
     def _decode(self, codes: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
         chunk = self.cfg.chunk_length
@@ -204,8 +275,6 @@ class EnCodec(CompressionModel):
             return out if scale is None else out * scale.reshape(-1, 1, 1)
         frames_per_chunk = math.ceil(chunk / self.hop_length)
         pieces = codes.split(frames_per_chunk, dim=-1)
-        if scale is not None and scale.shape[-1] != len(pieces):
-            raise InvalidAudioError(f"got {scale.shape[-1]} scales for {len(pieces)} chunks of codes")
         decoded = []
         for i, piece in enumerate(pieces):
             out = self.decoder(self.quantizer.decode(piece))
@@ -213,11 +282,13 @@ class EnCodec(CompressionModel):
         return linear_overlap_add(decoded, self.cfg.chunk_stride or 1)
 
     def _check_codes(self, codes: torch.Tensor) -> None:
+        if not isinstance(codes, torch.Tensor):
+            raise InvalidAudioError(f"codes must be a torch.Tensor, got {type(codes).__name__}")
         if codes.dim() != 3:
             raise InvalidAudioError(f"expected codes of shape [B, K, F], got {tuple(codes.shape)}")
-        if codes.shape[1] > self.total_codebooks:
-            raise InvalidAudioError(f"got {codes.shape[1]} codebooks, this codec has {self.total_codebooks}")
-        if codes.dtype.is_floating_point:
+        if not 1 <= codes.shape[1] <= self.total_codebooks:
+            raise InvalidAudioError(f"got {codes.shape[1]} codebooks, this codec takes 1 to {self.total_codebooks}")
+        if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
             raise InvalidAudioError(f"codes must be integers, got {codes.dtype}")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.cardinality):
             raise InvalidAudioError(f"codes must lie in [0, {self.cardinality}), got [{int(codes.min())}, "
@@ -275,7 +346,8 @@ def linear_overlap_add(frames: list[torch.Tensor], stride: int) -> torch.Tensor:
     """
     first = frames[0]
     length = first.shape[-1]
-    total = stride * (len(frames) - 1) + frames[-1].shape[-1]
+    # The last chunk may end before the one preceding it does (codes of a short last chunk).
+    total = max(i * stride + frame.shape[-1] for i, frame in enumerate(frames))
     t = torch.linspace(0, 1, length + 2, device=first.device, dtype=first.dtype)[1:-1]
     weight = 0.5 - (t - 0.5).abs()
     out = first.new_zeros(*first.shape[:-1], total)
@@ -323,10 +395,12 @@ class InterleaveStereoCompressionModel(CompressionModel):
     def total_codebooks(self) -> int:
         return 2 * self.model.total_codebooks
 
+    codebook_step = 2
+
     def set_num_codebooks(self, n: int) -> None:
-        if n % 2:
-            raise ValueError(f"a stereo codec needs an even number of codebooks, got {n}")
-        self.model.set_num_codebooks(n // 2)
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n % 2:
+            raise InvalidAudioError(f"a stereo codec needs an even number of codebooks, got {n!r}")
+        self.model.set_num_codebooks(int(n) // 2)
 
     def encode(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.check_input(wav)
@@ -338,13 +412,19 @@ class InterleaveStereoCompressionModel(CompressionModel):
 
     def split_codes(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``codes [B, 2K, F] -> (left [B, K, F], right [B, K, F])``."""
+        if not isinstance(codes, torch.Tensor):
+            raise InvalidAudioError(f"codes must be a torch.Tensor, got {type(codes).__name__}")
         if codes.dim() != 3 or codes.shape[1] % 2:
             raise InvalidAudioError(f"stereo codes need shape [B, 2K, F], got {tuple(codes.shape)}")
         pair = codes.unflatten(1, (-1, 2))
         return pair[:, :, 0], pair[:, :, 1]
 
     def decode(self, codes: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``codes [B, 2K, F] -> wav [B, 2, F * hop]``; ``scale [B, 2, n_chunks]`` (left, right) as from ``encode``."""
         left, right = self.split_codes(codes)
+        if scale is not None and (not isinstance(scale, torch.Tensor) or scale.dim() != 3 or scale.shape[1] != 2):
+            shape = tuple(scale.shape) if isinstance(scale, torch.Tensor) else type(scale).__name__
+            raise InvalidAudioError(f"stereo scale needs shape [B, 2, n_chunks], got {shape}")
         scale_l, scale_r = (None, None) if scale is None else (scale[:, 0], scale[:, 1])
         return torch.cat([self.model.decode(left, scale_l), self.model.decode(right, scale_r)], dim=1)
 

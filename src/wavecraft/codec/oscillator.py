@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import CodecConfig
+from .conv import pad1d
 
 LOWEST_MIDI = 24  # C1, 32.7 Hz
 NOISE_LOOP_SECONDS = 1.0
@@ -105,8 +106,11 @@ class SemitoneEncoder(nn.Module):
         """``wav [B, 1, T] -> [B, 2 * N, F]``: log energy of each semitone band in the two STFT frames (hop / 2
         apart) of every codec frame."""
         batch, frames = wav.shape[0], -(-wav.shape[-1] // self.hop)
-        spec = torch.stft(wav.reshape(batch, -1), self.n_fft, self.hop // 2, window=self.window, center=True,
-                          return_complex=True)
+        # torch.stft's own centring reflect-pads and so needs more than n_fft / 2 samples; pad1d reflects any
+        # length (short clips are zero-extended first) and equals it bit for bit on longer ones.
+        half = self.n_fft // 2
+        padded = pad1d(wav.reshape(batch, 1, -1), (half, half), mode="reflect").reshape(batch, -1)
+        spec = torch.stft(padded, self.n_fft, self.hop // 2, window=self.window, center=False, return_complex=True)
         energy = torch.log(self.bands @ spec.abs().pow(2) + 1e-6)[..., :2 * frames]  # [B, N, <= 2F]
         energy = F.pad(energy, (0, 2 * frames - energy.shape[-1]), value=math.log(1e-6))
         n = energy.shape[1]

@@ -15,12 +15,15 @@ rank must then run the same training forwards. Without the flag, or in a single 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import InvalidAudioError
 
 
 @dataclass
@@ -208,9 +211,9 @@ class ResidualVectorQuantizer(nn.Module):
             layer._codebook.distributed = enabled
 
     def set_num_codebooks(self, n: int) -> None:
-        if not 1 <= n <= self.max_n_q:
-            raise ValueError(f"number of codebooks must be in [1, {self.max_n_q}], got {n}")
-        self.n_q = n
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= self.max_n_q:
+            raise InvalidAudioError(f"number of codebooks must be an integer in [1, {self.max_n_q}], got {n!r}")
+        self.n_q = int(n)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, D, T] -> codes [B, K, T]`` with ``K = num_codebooks``."""

@@ -55,17 +55,34 @@ def bits_per_code(cardinality: int) -> int:
     return max(1, math.ceil(math.log2(cardinality)))
 
 
+#: Codes packed or unpacked per step: the bit planes take ``8 * bits`` bytes per code, so a whole long file at
+#: once would need memory in proportion to its length. A multiple of 8 keeps every step on a byte boundary.
+_PACK_STEP = 1 << 18
+
+
 def pack_codes(codes: np.ndarray, bits: int) -> bytes:
     """Pack non-negative integers ``< 2**bits`` into a little-endian bit stream."""
-    values = codes.astype(np.uint64).reshape(-1)
-    planes = ((values[:, None] >> np.arange(bits, dtype=np.uint64)) & 1).astype(np.uint8)
-    return np.packbits(planes.reshape(-1), bitorder="little").tobytes()
+    values = np.asarray(codes).reshape(-1)
+    shifts = np.arange(bits, dtype=np.uint64)
+    parts = []
+    for start in range(0, values.size, _PACK_STEP):
+        part = values[start:start + _PACK_STEP].astype(np.uint64)
+        planes = ((part[:, None] >> shifts) & 1).astype(np.uint8)
+        parts.append(np.packbits(planes.reshape(-1), bitorder="little").tobytes())
+    return b"".join(parts)
 
 
 def unpack_codes(data: bytes, count: int, bits: int) -> np.ndarray:
-    flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=count * bits, bitorder="little")
+    """The inverse of :func:`pack_codes`: ``count`` integers (int64) from the first ``count * bits`` bits."""
+    raw = np.frombuffer(data, dtype=np.uint8)
     weights = (1 << np.arange(bits, dtype=np.int64))
-    return flat.reshape(count, bits).astype(np.int64) @ weights
+    out = np.empty(count, dtype=np.int64)
+    step_bytes = _PACK_STEP * bits // 8
+    for i, start in enumerate(range(0, count, _PACK_STEP)):
+        n = min(_PACK_STEP, count - start)
+        flat = np.unpackbits(raw[i * step_bytes:(i + 1) * step_bytes], count=n * bits, bitorder="little")
+        out[start:start + n] = flat.reshape(n, bits).astype(np.int64) @ weights
+    return out
 
 
 def write_wcodec(path: str | Path, item: CodecFile) -> Path:
@@ -84,10 +101,15 @@ def write_wcodec(path: str | Path, item: CodecFile) -> Path:
     head = json.dumps(header, separators=(",", ":")).encode()
     payload = pack_codes(codes.numpy(), bits)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = _PREFIX.pack(MAGIC, VERSION, len(head)) + head + payload
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(body + struct.pack("<I", zlib.crc32(body)))
+    if path.is_dir():
+        raise CodecFileError(f"cannot write {path}: it is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(body + struct.pack("<I", zlib.crc32(body)))
+    except OSError as e:  # disk full, file too large, read-only or missing folder: nothing is left behind
+        raise CodecFileError(f"cannot write {path}: {e.strerror or e}") from e
     return path
 
 

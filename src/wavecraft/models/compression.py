@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+import numbers
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from ..audio import audio_read, audio_write, check_audio, convert_audio
+from ..audio.chunked import StreamConverter, open_audio_stream, open_audio_writer
 from ..audio.io import WRITE_FORMATS
 from ..codec.compression import CompressionModel, EnCodec
 from ..codec.wcodec import CodecFile, read_wcodec, write_wcodec
@@ -56,6 +60,51 @@ def level_gain(decoded: torch.Tensor, target_rms: float) -> float:
     return min(max(target_rms / current, 1 / limit), limit)
 
 
+def _check_bandwidth(bandwidth: object) -> None:
+    """Reject what no model takes (before a model is loaded); :meth:`CompressionModel.set_bandwidth` then checks
+    the value against the model."""
+    if bandwidth is None:
+        return
+    if isinstance(bandwidth, bool) or not isinstance(bandwidth, numbers.Real) or not math.isfinite(bandwidth) \
+            or bandwidth <= 0:
+        raise InvalidAudioError(f"bandwidth must be a finite number of kbps > 0, got {bandwidth!r}")
+
+
+def _check_segment_seconds(segment_seconds: object) -> float:
+    if isinstance(segment_seconds, bool) or not isinstance(segment_seconds, numbers.Real) \
+            or not math.isfinite(segment_seconds):
+        raise InvalidAudioError(f"segment_seconds must be a finite number of seconds (<= 0: one segment), got "
+                                f"{segment_seconds!r}")
+    return float(segment_seconds)
+
+
+class _Segmenter:
+    """Collects converted blocks ``[C, n]`` and hands out segments of exactly ``step`` samples while more audio
+    follows, then the rest: the segments of the whole-file path, without holding the file."""
+
+    def __init__(self, step: int | None) -> None:
+        self.step = step  # None: one segment (the whole input)
+        self._pending: list[torch.Tensor] = []
+        self._count = 0
+
+    def add(self, block: torch.Tensor) -> Iterator[torch.Tensor]:
+        if block.shape[-1]:
+            self._pending.append(block)
+            self._count += block.shape[-1]
+        # Strictly more than a segment: only then is the input known to need more than one.
+        while self.step is not None and self._count > self.step:
+            yield self._take(self.step)
+
+    def _take(self, n: int) -> torch.Tensor:
+        joined = torch.cat(self._pending, dim=-1) if len(self._pending) > 1 else self._pending[0]
+        self._pending = [joined[:, n:]] if joined.shape[-1] > n else []
+        self._count -= n
+        return joined[:, :n]
+
+    def rest(self) -> torch.Tensor | None:
+        return self._take(self._count) if self._count else None
+
+
 def compress_file(src: str | Path, dst: str | Path, model: str | Path | CompressionModel = DEFAULT_CODEC,
                   bandwidth: float | None = None, segment_seconds: float = SEGMENT_SECONDS,
                   progress: bool = False) -> CodecFile:
@@ -63,29 +112,61 @@ def compress_file(src: str | Path, dst: str | Path, model: str | Path | Compress
 
     Each segment's input RMS is stored (``levels``) so that decoding gives back the input's loudness: a codec such
     as the shipped one decodes at the level it was trained on, whatever the input's.
+
+    Reading, resampling and coding run segment by segment (``segment_seconds``; <= 0: the whole input as one
+    segment), so memory does not grow with the input's length (except for models that chunk internally, the
+    48 kHz EnCodec, which are coded whole). The output is the same as coding the whole decoded file at once.
+    ``dst`` is written all or nothing.
     """
-    # Input problems are reported before a (possibly slow) model download.
-    wav, sr = audio_read(src)
-    check_audio(wav, name=str(src))
-    codec = load_codec_model(model)
-    if bandwidth is not None:
-        codec.set_bandwidth(bandwidth)
-    wav = convert_audio(wav, sr, codec.sample_rate, codec.channels)
-    length = wav.shape[-1]
-    hop = _hop(codec)
-    seg_frames = _segment_frames(codec, segment_seconds)
-    if seg_frames * hop >= length:
-        seg_frames = 0
-    step = seg_frames * hop or length
-    codes, scales, levels = [], [], []
-    with torch.inference_mode():
-        starts = range(0, length, step)
-        for start in tqdm(starts, desc="compress", unit="seg", disable=not progress or len(starts) == 1):
-            c, s = codec.encode(wav[None, :, start:start + step])
-            levels.append(_rms(wav[:, start:start + step]))
+    _check_bandwidth(bandwidth)
+    segment_seconds = _check_segment_seconds(segment_seconds)
+    with open_audio_stream(src) as stream:
+        # Input problems (missing, undecodable, no samples, NaN at the start) are reported before a (possibly
+        # slow) model download.
+        blocks = stream.blocks()
+        first = next(blocks)
+        codec = load_codec_model(model)
+        if bandwidth is not None:
+            codec.set_bandwidth(bandwidth)
+        converter = StreamConverter(stream.sample_rate, codec.sample_rate, stream.channels, codec.channels)
+        hop = _hop(codec)
+        seg_frames = _segment_frames(codec, segment_seconds)
+        segmenter = _Segmenter(seg_frames * hop or None)
+        codes: list[torch.Tensor] = []
+        scales: list[torch.Tensor] = []
+        levels: list[float] = []
+        length = 0
+
+        def encode(segment: torch.Tensor) -> None:
+            nonlocal length
+            c, s = codec.encode(segment[None])
+            levels.append(_rms(segment))
             codes.append(c[0])
             if s is not None:
                 scales.append(s[0])
+            length += segment.shape[-1]
+            bar.update(1)
+
+        step = seg_frames * hop
+        estimate = max(1, math.ceil(stream.duration * codec.sample_rate / step)) if step and stream.duration > 0 else 1
+        read = 0
+        with torch.inference_mode(), tqdm(total=estimate, desc="compress", unit="seg",
+                                          disable=not progress or estimate <= 1) as bar:
+            for block in itertools.chain([first], blocks):
+                wav = torch.from_numpy(block)
+                if not bool(torch.isfinite(wav).all()):
+                    where = read / stream.sample_rate
+                    raise InvalidAudioError(f"{src} contains NaN or infinite values (from {where:.3f} s on)")
+                read += wav.shape[-1]
+                for segment in segmenter.add(converter.process(wav)):
+                    encode(segment)
+            for segment in segmenter.add(converter.flush()):
+                encode(segment)
+            rest = segmenter.rest()
+            if rest is not None:
+                encode(rest)
+    if len(codes) == 1:
+        seg_frames = 0  # one segment: the whole input (as the whole-file path records it)
     item = CodecFile(
         model=_model_id(codec), sample_rate=codec.sample_rate, channels=codec.channels,
         cardinality=codec.cardinality, length=length, codes=torch.cat(codes, dim=-1),
@@ -99,6 +180,8 @@ def decompress_file(src: str | Path, dst: str | Path, model: str | Path | Compre
     """Decode the ``.wcodec`` file ``src`` to audio ``dst`` (format from its suffix: wav, flac, mp3, ogg).
 
     ``restore_level``: scale each decoded segment to the input RMS stored in the file (when it has ``levels``).
+    Segments are decoded and written one at a time (memory does not grow with the file's length), to a
+    temporary file renamed to ``dst`` at the end: a failure (disk full, bad codes) leaves no partial output.
     """
     dst = Path(dst)
     fmt = dst.suffix.lstrip(".").lower() or "wav"
@@ -112,23 +195,30 @@ def decompress_file(src: str | Path, dst: str | Path, model: str | Path | Compre
             f"codes; {codec.name_or_path} is {codec.sample_rate} Hz, {codec.channels}-channel, {codec.cardinality}")
     if item.codes.shape[0] > codec.total_codebooks:
         raise CodecFileError(f"{src} has {item.codes.shape[0]} codebooks; the codec has {codec.total_codebooks}")
+    if item.codes.shape[-1] == 0 or item.length == 0:
+        raise CodecFileError(f"{src} holds no audio (0 frames)")
     step = item.segment_frames or item.codes.shape[-1]
     pieces = item.codes.split(step, dim=-1)
-    wavs = []
-    with torch.inference_mode():
+    if item.segment_frames and item.scale is not None and item.scale.numel() != len(pieces):
+        raise CodecFileError(f"{src}: {item.scale.numel()} scales for {len(pieces)} segments")
+    hop = _hop(codec)
+    written = 0
+    with open_audio_writer(dst, item.sample_rate, item.channels, fmt) as writer, torch.inference_mode():
         for i, piece in enumerate(tqdm(pieces, desc="decompress", unit="seg",
                                        disable=not progress or len(pieces) == 1)):
             scale = item.scale
             if scale is not None:
                 scale = scale[i:i + 1] if item.segment_frames else scale
                 scale = scale[None]
-            out = codec.decode(piece[None], scale)[0]
+            try:
+                out = codec.decode(piece[None], scale)[0]
+            except InvalidAudioError as e:
+                raise CodecFileError(f"{src}: cannot decode segment {i}: {e}") from None
             if restore_level and item.levels is not None:
-                start = i * step * _hop(codec)
-                out = out[..., : max(0, item.length - start)]
+                out = out[..., : max(0, item.length - i * step * hop)]
                 out = out * level_gain(out, item.levels[i])
-            wavs.append(out)
-    wav = torch.cat(wavs, dim=-1)[..., : item.length]
-    # Keep the original level: no normalisation, only a guard against samples beyond full scale.
-    return audio_write(dst.with_suffix(""), wav, item.sample_rate, format=fmt, normalize=False, strategy="clip",
-                       peak_clip_headroom_db=0)
+            # Keep the original level: no normalisation, only a guard against samples beyond full scale.
+            out = out[..., : max(0, item.length - written)]
+            writer.write(out)
+            written += out.shape[-1]
+    return dst
