@@ -25,6 +25,22 @@ class NoAudioStreamError(Exception):
     """The container opened but holds no audio stream."""
 
 
+class BrokenStreamError(ValueError):
+    """The audio stream's parameters are missing or unusable (a damaged header)."""
+
+
+def _stream_format(stream: Any) -> tuple[int, int]:
+    """``(sample_rate, channels)`` of ``stream``, or :class:`BrokenStreamError` when a damaged header lacks them
+    (PyAV then has no codec context and raises AttributeError for every field)."""
+    try:
+        sample_rate, channels = int(stream.sample_rate or 0), int(stream.channels or 0)
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        raise BrokenStreamError("the audio stream has no usable sample rate or channel count") from None
+    if sample_rate <= 0 or channels <= 0:
+        raise BrokenStreamError(f"the audio stream has {sample_rate} Hz and {channels} channels")
+    return sample_rate, channels
+
+
 def errors() -> tuple[type[BaseException], ...]:
     """Exceptions PyAV raises for unreadable or undecodable files."""
     import av
@@ -57,7 +73,7 @@ def probe(path: Path) -> tuple[int, int, float]:
 
     with av.open(str(path)) as container:
         stream = _audio_stream(container)
-        sample_rate, channels = int(stream.sample_rate or 0), int(stream.channels or 0)
+        sample_rate, channels = _stream_format(stream)
         if stream.duration is not None and stream.time_base is not None:
             return sample_rate, channels, float(stream.duration * stream.time_base)
         if container.duration is not None:
@@ -122,13 +138,13 @@ def read(path: Path, seek_time: float, duration: float) -> tuple[np.ndarray, int
 
     with av.open(str(path)) as container:
         stream = _audio_stream(container)
-        sample_rate, channels = int(stream.sample_rate), int(stream.channels)
+        sample_rate, channels = _stream_format(stream)
         start, num_frames = frame_span(sample_rate, seek_time, duration)
         chunks = None
         if start > 0:
             try:
                 chunks = _decode(container, stream, start, num_frames, seek=True)
-            except av.FFmpegError:
+            except (av.FFmpegError, OverflowError, TypeError, ZeroDivisionError):
                 chunks = None  # not seekable: fall through to a plain decode
     if chunks is None:
         with av.open(str(path)) as container:

@@ -29,7 +29,7 @@ from ..fileio import atomic_output
 from . import _pyav, _sndfile
 from .checks import check_sample_rate
 from .convert import _SOXR_QUALITY, convert_audio_channels
-from .io import WRITE_FORMATS, audio_info
+from .io import WRITE_FORMATS, _captured_stderr, audio_info
 
 #: Frames per block read from a file (about 1.5 s at 44.1 kHz: large enough that per-block overhead is noise).
 BLOCK_FRAMES = 1 << 16
@@ -68,7 +68,10 @@ class AudioStream:
 def _sndfile_blocks(handle: sf.SoundFile, path: Path, block_frames: int) -> Iterator[np.ndarray]:
     while True:
         try:
-            data = handle.read(block_frames, dtype="float32", always_2d=True)
+            # each read alone: libmpg123's notes on a damaged mp3 must not reach the terminal, but a progress bar
+            # drawn between two reads must
+            with _captured_stderr():
+                data = handle.read(block_frames, dtype="float32", always_2d=True)
         except _sndfile.ERRORS as e:
             raise AudioFileError(f"cannot decode audio file {_show(path)}: {_sndfile.error_reason(e)}") from e
         if data.shape[0] == 0:
@@ -81,8 +84,13 @@ def _pyav_blocks(container: Any, path: Path, block_frames: int) -> Iterator[np.n
     stream = _pyav._audio_stream(container)
     pending: list[np.ndarray] = []
     count = 0
+    frames = container.decode(stream)
     try:
-        for frame in container.decode(stream):
+        while True:
+            with _captured_stderr():  # FFmpeg's warnings, per frame (see _sndfile_blocks)
+                frame = next(frames, None)
+            if frame is None:
+                break
             data = _pyav._to_float(frame)
             pending.append(data)
             count += data.shape[1]
@@ -106,7 +114,8 @@ def open_audio_stream(path: str | os.PathLike, block_frames: int = BLOCK_FRAMES)
     info = audio_info(path)  # the checks and messages of audio_read for missing, empty and unreadable files
     if path.suffix.lower() in _sndfile.READ_SUFFIXES:
         try:
-            handle = sf.SoundFile(str(path))
+            with _captured_stderr():
+                handle = sf.SoundFile(str(path))
         except _sndfile.ERRORS:
             handle = None  # PyAV may still read it, as audio_read falls back
         if handle is not None:
@@ -117,16 +126,18 @@ def open_audio_stream(path: str | os.PathLike, block_frames: int = BLOCK_FRAMES)
     import av
 
     try:
-        container = av.open(str(path))
+        with _captured_stderr():
+            container = av.open(str(path))
         stream = _pyav._audio_stream(container)
     except _pyav.NoAudioStreamError:
         raise AudioFileError(f"no audio stream in file {_show(path)}") from None
     except _pyav.errors() as e:
         raise AudioFileError(f"cannot decode audio file {_show(path)}: {_pyav.error_reason(e)}") from e
     with container:
-        sample_rate, channels = int(stream.sample_rate or 0), int(stream.channels or 0)
-        if sample_rate <= 0 or channels <= 0:
-            raise AudioFileError(f"audio stream has no sample rate or no channels in file {_show(path)}")
+        try:
+            sample_rate, channels = _pyav._stream_format(stream)
+        except _pyav.BrokenStreamError as e:
+            raise AudioFileError(f"cannot decode audio file {_show(path)}: {e}") from None
         yield AudioStream(path, sample_rate, channels, _pyav_blocks(container, path, block_frames),
                           info.duration)
 

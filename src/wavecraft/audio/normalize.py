@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidAudioError
-from .checks import as_channels_first, check_float_audio, check_sample_rate
+from .checks import as_channels_first, check_flag, check_float_audio, check_number, check_sample_rate
 from .convert import resample
 
 logger = logging.getLogger(__name__)
@@ -22,12 +22,22 @@ _LOUDNESS_BLOCK_S = 0.4
 _LOUDNESS_MAX_CHANNELS = 5
 # pyloudnorm's K-weighting filters blow up at some low rates (e.g. 2 kHz); lower rates are upsampled to this.
 _LOUDNESS_MIN_RATE = 8000
+# Above this, loudness is measured on a copy resampled to it: the gating block (0.4 s) at, say, 2 GHz would be a
+# billion samples, while K-weighted loudness of audible content is the same at any rate this high.
+_LOUDNESS_MAX_RATE = 384_000
+# Inputs with a larger peak are scaled down before RMS/loudness: their squares would overflow even float64.
+_PRESCALE_PEAK = 1e100
+# Headrooms (dB) beyond this either silence 16-bit output entirely or clip everything: treat them as typos.
+MAX_HEADROOM_DB = 120.0
 
 
-def _db_to_amplitude(db: float, name: str) -> float:
-    if not math.isfinite(float(db)):
-        raise InvalidAudioError(f"{name} must be a finite number of dB, got {db!r}")
-    return 10.0 ** (-float(db) / 20.0)
+def _headroom_db(db: object, name: str) -> float:
+    """``db`` as a float if it is a finite number of dB within +-MAX_HEADROOM_DB, else InvalidAudioError."""
+    return check_number(db, f"{name} (dB)", -MAX_HEADROOM_DB, MAX_HEADROOM_DB)
+
+
+def _db_to_amplitude(db: object, name: str) -> float:
+    return 10.0 ** (-_headroom_db(db, name) / 20.0)
 
 
 def _where(stem_name: str | None) -> str:
@@ -55,6 +65,11 @@ def loudness_lufs(wav: torch.Tensor, sample_rate: int) -> float:
         # which has the same content and so the same loudness.
         wav, sample_rate = resample(wav, sample_rate, _LOUDNESS_MIN_RATE), _LOUDNESS_MIN_RATE
         length = wav.shape[-1]
+    elif sample_rate > _LOUDNESS_MAX_RATE:
+        wav, sample_rate = resample(wav, sample_rate, _LOUDNESS_MAX_RATE), _LOUDNESS_MAX_RATE
+        length = wav.shape[-1]
+        if length == 0:  # a few samples at a huge rate: nothing left to measure
+            return -math.inf
     data = wav.detach().to("cpu", torch.float64).numpy().T  # pyloudnorm wants [T, C]
     block = math.ceil(_LOUDNESS_BLOCK_S * sample_rate)
     if length < block:
@@ -79,13 +94,17 @@ def normalize_loudness(
     through ``tanh`` to tame peaks. No clipping is done here (see :func:`normalize_audio`).
     """
     check_float_audio(wav)
+    sample_rate = check_sample_rate(sample_rate)
+    headroom = _headroom_db(loudness_headroom_db, "loudness_headroom_db")
+    loudness_compressor = check_flag(loudness_compressor, "loudness_compressor")
+    energy_floor = check_number(energy_floor, "energy_floor", 0.0, math.inf)
     energy = float(wav.detach().double().pow(2).mean().sqrt())
     if energy < energy_floor:
         return wav
     input_lufs = loudness_lufs(wav, sample_rate)
     if not math.isfinite(input_lufs):
         return wav
-    gain = 10.0 ** ((-float(loudness_headroom_db) - input_lufs) / 20.0)
+    gain = 10.0 ** ((-headroom - input_lufs) / 20.0)
     out = wav * gain
     if loudness_compressor:
         out = torch.tanh(out)
@@ -128,15 +147,27 @@ def normalize_audio(
     changes samples; ``stem_name`` names the audio in that warning and in errors. The input is never modified in
     place; it may be returned as is when nothing changes.
     """
-    if strategy not in STRATEGIES:
+    stem_name = None if stem_name is None else str(stem_name)
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
         raise InvalidAudioError(f"unknown normalization strategy {strategy!r}{_where(stem_name)}; expected one of "
                                 f"{', '.join(repr(s) for s in STRATEGIES)}")
     check_float_audio(wav, name=f"audio{_where(stem_name)}")
     mono = wav.dim() == 1
-    wav = as_channels_first(wav)
+    wav = as_channels_first(wav, name=f"audio{_where(stem_name)}")
+    # Every argument is checked whatever the strategy, so a bad value never passes unnoticed because it was unused.
+    normalize = check_flag(normalize, "normalize")
+    loudness_compressor = check_flag(loudness_compressor, "loudness_compressor")
+    log_clipping = check_flag(log_clipping, "log_clipping")
     scale_peak = _db_to_amplitude(peak_clip_headroom_db, "peak_clip_headroom_db")
     scale_rms = _db_to_amplitude(rms_headroom_db, "rms_headroom_db")
+    _headroom_db(loudness_headroom_db, "loudness_headroom_db")
+    if sample_rate is not None:
+        sample_rate = check_sample_rate(sample_rate)
     peak = float(wav.detach().abs().max())
+    if strategy in ("rms", "loudness") and peak > _PRESCALE_PEAK:
+        # Both strategies set a level whatever the input's scale, so divide out an absurd one before squaring
+        # samples (which would overflow float64 to inf and make the gain 0 or NaN).
+        wav, peak = wav / peak, 1.0
 
     if strategy == "peak":
         if peak > 0:
@@ -160,4 +191,9 @@ def normalize_audio(
     elif peak > 1:  # 'none' or ''
         raise InvalidAudioError(f"audio peak {peak:.4f} is above 1 with normalization strategy {strategy!r}"
                                 f"{_where(stem_name)}; use 'peak', 'clip', 'rms' or 'loudness'")
+    # Finite but huge input (e.g. float64 near 1e300) can overflow the energy or gain to inf/NaN; writing that
+    # would turn every sample into -1.0, so it is an error rather than a silent wreck.
+    if strategy in ("rms", "loudness") and not bool(torch.isfinite(wav).all()):
+        raise InvalidAudioError(f"normalization with strategy {strategy!r} overflowed to NaN or infinite values"
+                                f"{_where(stem_name)}: the input (peak {peak:.3g}) is out of any audio range")
     return wav[0] if mono else wav

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..fileio import atomic_output
+from ..fileio import atomic_outputs
 from .hub import find_file
 from .safe_load import load_safetensors, load_weights
 
@@ -17,17 +17,18 @@ from .safe_load import load_safetensors, load_weights
 def write_checkpoint(directory: str | Path, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
     """Write ``config.json`` and ``model.safetensors`` (``tensors`` detached, contiguous, on CPU) in ``directory``.
 
-    Each file is written beside and renamed over: a loaded model maps its file, which rewriting in place would
-    change (or truncate) under it, and an interrupted write would leave a broken checkpoint.
+    Both files are written beside and renamed over together, only once both are complete: a loaded model maps its
+    file, which rewriting in place would change (or truncate) under it, and an interrupted write must leave
+    neither a broken file nor new weights beside an old config.
     """
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    with atomic_output(directory / "model.safetensors") as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
-    with atomic_output(directory / "config.json") as tmp:
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
+    with atomic_outputs([directory / "model.safetensors", directory / "config.json"]) as (weights, meta):
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(weights),
+                  metadata={"format": "pt"})
+        meta.write_text(json.dumps(config, indent=2) + "\n")
     return directory
 
 

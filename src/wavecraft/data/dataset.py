@@ -111,6 +111,7 @@ class SegmentDataset(Dataset):
         self.seed = seed
         self.return_info = return_info
         self.max_retries = max_retries
+        self._warned: set[str] = set()  # files already reported unreadable
         weights = np.array([m.duration for m in metas] if sample_on_duration else [1.0] * len(metas), np.float64)
         # Cumulative weights let each pick be one binary search instead of an O(files) normalisation.
         self._cumulative = np.cumsum(weights)
@@ -147,13 +148,16 @@ class SegmentDataset(Dataset):
             wav, info = self._load(self.metas[index % len(self.metas)], 0.0)
         else:
             rng = np.random.default_rng([self.seed, index])
-            for attempt in range(self.max_retries + 1):
+            for _attempt in range(self.max_retries + 1):
                 meta, seek_time = self._pick(rng)
                 try:
                     wav, info = self._load(meta, seek_time)
                     break
                 except WavecraftError as e:
-                    logger.warning("cannot read %s (attempt %d): %s", meta.path, attempt + 1, e)
+                    # once per file: a bad file is picked again and again over a long run
+                    log = logger.debug if meta.path in self._warned else logger.warning
+                    self._warned.add(meta.path)
+                    log("cannot read %s (skipped; later picks redraw): %s", meta.path, e)
                     error = e
             else:
                 raise AudioFileError(f"no readable audio after {self.max_retries + 1} attempts: {error}")
