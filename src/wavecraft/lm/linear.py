@@ -9,8 +9,8 @@ cannot be built, oneDNN's packed path runs instead.
 The packed copy lives on the weight tensor itself (so it dies with it) and is rebuilt whenever the weight is
 modified in place (``Tensor._version``). It costs one extra copy of the decoder weights; callers turn packing off
 where memory is short (:func:`set_packing`). Training and non-CPU or non-fp32 inputs use ``F.linear``.
-Weights quantized by :func:`wavecraft.lm.quantize.quantize_int8` are int8: they go to its int8 kernels (the fp32
-heads of a quantized model still take the fast fp32 path).
+Weights quantized by :func:`wavecraft.lm.quantize.quantize_int8` are int8: they go to the int8 kernels of
+:mod:`wavecraft.lm.int8` (the fp32 heads of a quantized model still take the fast fp32 path).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import native
-from .quantize import int8_linear
+from .int8 import int8_linear
 
 _ATTR = "_wavecraft_packed"
 _HAS_ONEDNN = hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()

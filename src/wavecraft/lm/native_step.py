@@ -1,6 +1,6 @@
 """One-token decoding steps through ``decode.c``: the whole layer stack and the heads in one native call.
 
-:class:`DecodePlan` lays out pointers to a model's weights and a :class:`~wavecraft.lm.model.DecodeState`'s caches
+:class:`DecodePlan` lays out pointers to a model's weights and a :class:`~wavecraft.lm.transformer.KVCache`'s caches
 as ``decode.c`` expects them, once per generation, and keeps a reference to every tensor it points into. Each step
 then costs one call: the ~400 small operations between the matrix products (norms, attention over the cache, GELU,
 residuals) run on the same threads as the products instead of being dispatched one by one from Python, which on a
@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import linear, native
-from .quantize import int8_scale, is_quantized
+from .int8 import int8_scale, is_quantized
 
 if TYPE_CHECKING:
-    from .model import DecodeState, LMModel
+    from .transformer import KVCache, TransformerLM
 
 _P = ctypes.c_void_p
 
@@ -51,12 +51,12 @@ def _native_layout(tensors: list[torch.Tensor | None]) -> bool:
                              and t.is_contiguous()) for t in tensors)
 
 
-def applies(lm: LMModel, state: DecodeState, sequence: torch.Tensor, prefix: torch.Tensor | None) -> bool:
+def applies(lm: TransformerLM, state: KVCache, sequence: torch.Tensor, prefix: torch.Tensor | None) -> bool:
     """Whether this step can run natively (checked every step; cheap once the plan exists)."""
     if (sequence.shape[-1] != 1 or prefix is not None or sequence.shape[0] > native.MAX_ROWS
             or torch.is_grad_enabled() or torch.compiler.is_compiling() or not linear.is_enabled()):
         return False
-    if state.native_plan is not None:
+    if getattr(state, "native_plan", None) is not None:  # a plan is built for this state: it applies
         return True
     cfg = lm.cfg
     if cfg.dim % 8 or (cfg.hidden_scale * cfg.dim) % 8 or not native.available():
@@ -69,7 +69,7 @@ def applies(lm: LMModel, state: DecodeState, sequence: torch.Tensor, prefix: tor
 class DecodePlan:
     """``decode.c``'s view of ``lm`` and ``state``: call it with the embedded inputs of one position."""
 
-    def __init__(self, lm: LMModel, state: DecodeState) -> None:
+    def __init__(self, lm: TransformerLM, state: KVCache) -> None:
         cfg = lm.cfg
         rows = state.keys[0].shape[0]
         keep: list[torch.Tensor] = []  # everything pointed into stays alive as long as the plan
