@@ -60,8 +60,9 @@ def _number(name: str, value: object, low: float, high: float, integer: bool = F
     """Refuse a parameter that is not a finite number in ``[low, high]`` (an integer where ``integer``)."""
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or not low <= value <= high:
-        what = "an integer" if integer else "a finite number"
-        raise GenerationError(f"{name} must be {what} in [{low:g}, {high:g}], got {value!r}")
+        what, bounds = ("an integer", f"[{int(low)}, {int(high)}]") if integer else (
+            "a finite number", f"[{low:g}, {high:g}]")
+        raise GenerationError(f"{name} must be {what} in {bounds}, got {value!r}")
 
 
 class GenerationError(WavecraftError, ValueError):
