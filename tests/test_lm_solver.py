@@ -93,13 +93,16 @@ def test_resume_drops_log_lines_past_the_checkpoint(tmp_path):
 
 
 def test_checkpoint_files_load_weights_only(tmp_path):
-    solver = LMSolver(make_lm(), train_cfg(tmp_path, total_steps=3))
+    solver = LMSolver(make_lm(), train_cfg(tmp_path, total_steps=3, checkpoint_every=1))
     solver.fit(batch_at)
-    state = torch.load(tmp_path / "run/train_state.pt", weights_only=True)
+    folder = tmp_path / "run/checkpoints/step-00000003"
+    state = torch.load(folder / "train_state.pt", weights_only=True)
     assert state["step"] == 3 and "ema" in state["extra"]
-    assert set(load_file(tmp_path / "run/model.safetensors")) == set(solver.lm.state_dict())
-    names = {p.name for p in (tmp_path / "run").iterdir()}
-    assert names == {"config.yaml", "model.safetensors", "train_state.pt"}  # no temp files left
+    assert set(load_file(folder / "model.safetensors")) == set(solver.lm.state_dict())
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {"config.yaml", "checkpoints"}
+    # The newest checkpoint and the previous one, and no temporaries left.
+    assert {p.name for p in (tmp_path / "run/checkpoints").iterdir()} == {"step-00000002", "step-00000003"}
+    assert {p.name for p in folder.iterdir()} == {"model.safetensors", "train_state.pt", "checkpoint.json"}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,10 @@ discriminator (every step, or with probability ``adversarial.update_prob`` drawn
 Conventions follow :mod:`.lm_solver`: data comes from ``batches(step)`` (the global batch of a step), checkpoints
 restore weights (including the RVQ's EMA codebook buffers), optimizer, scheduler and RNG states, and the
 discriminator, its optimizer and the balancer's moving averages (in the checkpoint's ``extra``), and
-``metrics.jsonl`` is trimmed back to the restored step, so a resumed run reproduces the uninterrupted one. With
+``metrics.jsonl`` is trimmed back to the restored step, so a resumed run reproduces the uninterrupted one (bit for
+bit, whatever step it stopped at). Segments with NaN or infinite samples are skipped; a step whose loss or gradient
+is not finite stops the run before it touches the weights, so the last checkpoint stays good, and non-finite weights
+are never saved or exported. With
 ``valid_manifest`` set, SI-SNR and mel distance of a fixed held-out batch are logged every ``valid_every`` steps
 (``valid_si_snr``, ``valid_mel``).
 
@@ -42,12 +45,12 @@ from ..codec.compression import EnCodec
 from ..codec.config import CodecConfig
 from ..errors import WavecraftError
 from .balancer import Balancer
-from .checkpoint import append_metrics, load_checkpoint, save_checkpoint
+from .checkpoint import append_metrics, load_checkpoint, non_finite, save_checkpoint
 from .codec_losses import multiscale_mel_loss, si_snr
 from .codec_step import CodecLossWeights, adversarial_losses, discriminator_loss, reconstruction_losses
 from .discriminator import DEFAULT_N_FFTS, MultiScaleSTFTDiscriminator
 from .distributed import all_reduce_gradients, all_reduce_mean, barrier, broadcast_module, rank_and_world_size, shard
-from .loop import prepare_run_dir, run_steps
+from .loop import prepare_run_dir, run_steps, save_on_main, stop_if_not_finite
 from .schedule import warmup_cosine
 
 FINAL_DIR = "final"
@@ -190,6 +193,9 @@ class CodecSolver:
         self.disc_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         all_reduce_gradients(self.discriminator.parameters())
+        grads = [p.grad for p in self.discriminator.parameters() if p.grad is not None]
+        stop_if_not_finite(self.output_dir, self.step + 1,
+                           {"d_loss": loss, "d_grad_norm": torch.nn.utils.get_total_norm(grads)})
         self.disc_optimizer.step()
         return loss.detach()
 
@@ -227,6 +233,8 @@ class CodecSolver:
         # DDP averaged the gradients: they are the same on every rank, so clipping needs no communication.
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        # A NaN step would poison every weight (and the RVQ's codebooks through their EMA) for good: stop first.
+        stop_if_not_finite(self.output_dir, self.step + 1, {"loss": loss, "grad_norm": grad_norm})
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
@@ -285,12 +293,16 @@ class CodecSolver:
 
         run_steps(self, train_one, end, is_main=self.is_main)
         if self.step >= self.cfg.total_steps and self.is_main:
+            bad = non_finite(self.model.state_dict())
+            if bad is not None:
+                raise WavecraftError(f"refusing to export {self.output_dir / FINAL_DIR}: {bad} has NaN or infinite "
+                                     "values")
             self.model.save_pretrained(self.output_dir / FINAL_DIR)
         barrier()
 
     def save(self) -> None:
         """Checkpoint the current state into ``cfg.output_dir`` (written by rank 0; every rank must call it)."""
-        if self.is_main:
+        def write() -> None:
             extra: dict[str, Any] = {}
             if self.discriminator is not None and self.disc_optimizer is not None:
                 extra["discriminator"] = dict(self.discriminator.state_dict())
@@ -298,7 +310,9 @@ class CodecSolver:
             if self.balancer is not None:
                 extra["balancer"] = self.balancer.state_dict()
             save_checkpoint(self.output_dir, self.step, self.model, self.optimizer, self.scheduler, extra)
-        barrier()
+
+        # The checkpoint is complete on disk once any rank returns, e.g. before a job scheduler stops the others.
+        save_on_main(self.is_main, self.device, write)
 
     def resume(self) -> bool:
         """Restore the checkpoint in ``cfg.output_dir`` if there is one; return whether one was found.
@@ -306,15 +320,18 @@ class CodecSolver:
         A checkpoint without discriminator (or balancer) state, e.g. from a reconstruction-only run, leaves the
         freshly initialised discriminator (balancer) as it is. Every rank reads the same files.
         """
-        step, extra = load_checkpoint(self.output_dir, self.model, self.optimizer, self.scheduler)
+        def restore(extra: dict[str, Any]) -> None:
+            # Inside load_checkpoint: a failure here makes it fall back to the previous checkpoint too.
+            if self.discriminator is not None and self.disc_optimizer is not None and "discriminator" in extra:
+                self.discriminator.load_state_dict(extra["discriminator"])
+                self.disc_optimizer.load_state_dict(extra["disc_optimizer"])
+            if self.balancer is not None and "balancer" in extra:
+                self.balancer.load_state_dict(extra["balancer"])
+
+        step, _ = load_checkpoint(self.output_dir, self.model, self.optimizer, self.scheduler, restore)
         if step == 0:
             return False
         self.step = step
-        if self.discriminator is not None and self.disc_optimizer is not None and "discriminator" in extra:
-            self.discriminator.load_state_dict(extra["discriminator"])
-            self.disc_optimizer.load_state_dict(extra["disc_optimizer"])
-        if self.balancer is not None and "balancer" in extra:
-            self.balancer.load_state_dict(extra["balancer"])
         return True
 
 
@@ -322,13 +339,15 @@ def batches_from_manifest(cfg: CodecTrainConfig) -> Callable[[int], torch.Tensor
     """``batches(step) -> wav [B, C, T]`` of segments from ``cfg.manifest`` at the codec's rate and channels.
 
     Item ``i`` of the dataset is seeded by ``(cfg.seed, i)`` only and step ``s`` takes items ``s*B .. s*B+B-1``,
-    so a step's batch is the same whenever it is asked for: resuming needs no data-loader state.
+    so a step's batch is the same whenever it is asked for: resuming needs no data-loader state. A segment with NaN
+    or infinite samples is replaced by another draw of the same item (with a warning naming its file).
     """
-    from ..data import SegmentDataset, collate, read_manifest
+    from ..data import collate, read_manifest
+    from .segments import FiniteSegmentDataset
 
     if not cfg.manifest:
         raise WavecraftError("no training manifest given (set manifest=PATH)")
-    dataset = SegmentDataset(read_manifest(cfg.manifest), cfg.segment_duration, cfg.codec.sample_rate,
+    dataset = FiniteSegmentDataset(read_manifest(cfg.manifest), cfg.segment_duration, cfg.codec.sample_rate,
                              cfg.codec.channels, num_samples=cfg.total_steps * cfg.batch_size, seed=cfg.seed,
                              return_info=False)
     size = cfg.batch_size
@@ -341,9 +360,10 @@ def batches_from_manifest(cfg: CodecTrainConfig) -> Callable[[int], torch.Tensor
 def valid_batch_from_manifest(cfg: CodecTrainConfig) -> torch.Tensor:
     """The held-out batch ``wav [valid_batch_size, C, T]``: segments of ``segment_duration`` from the start of the
     files of ``cfg.valid_manifest`` (file ``i % n`` for item ``i``), at the codec's rate and channels."""
-    from ..data import SegmentDataset, collate, read_manifest
+    from ..data import collate, read_manifest
+    from .segments import FiniteSegmentDataset
 
-    dataset = SegmentDataset(read_manifest(cfg.valid_manifest), cfg.segment_duration, cfg.codec.sample_rate,
+    dataset = FiniteSegmentDataset(read_manifest(cfg.valid_manifest), cfg.segment_duration, cfg.codec.sample_rate,
                              cfg.codec.channels, num_samples=cfg.valid_batch_size, shuffle=False, seed=cfg.seed,
                              return_info=False)
     return collate([dataset[i] for i in range(cfg.valid_batch_size)])[0]

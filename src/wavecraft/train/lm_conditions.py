@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..conditioning import ConditionFuser, TextConditioner
+from ..conditioning import ConditionFuser, SentenceConditioner, TextConditioner
 from ..conditioning.chroma import ChromaConditioner
 from ..lm.generate import Conditions
 
@@ -66,6 +66,13 @@ class ConditionProjector(nn.Module):
                     chroma = module.extract(wav)
                 parts.append((chroma,))
             else:
+                if isinstance(module, SentenceConditioner) and module.pooling == "mean":
+                    # This encoder caches each caption's embedding from the first batch that holds it, and a batch
+                    # pads its captions to the longest, which changes their rounding: a caption's embedding would
+                    # depend on the step that first saw it, so a resumed run would drift from an uninterrupted one.
+                    # Encoding each caption alone the first time makes it depend on the caption only.
+                    for text in dict.fromkeys(texts):
+                        module.encoder_states([text])
                 parts.append(tuple(module.encoder_states(list(texts))))
         return RawConditions(tuple(parts))
 

@@ -12,9 +12,10 @@ A file that is missing or cannot be decoded is reported with its manifest line a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,11 +27,44 @@ from ..codec.compression import CompressionModel
 from ..conditioning.chroma import ChromaConditioner
 from ..data.manifest import AudioMeta
 from ..errors import WavecraftError
+from ..fileio import atomic_output
 from .lm_conditions import ConditionProjector, RawConditions
 
 logger = logging.getLogger(__name__)
 
 ON_BAD_FILE = ("skip", "stop")
+
+
+def _read_cached(path: Path) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """The ``(codes, chroma)`` cached in ``path``, or ``None`` (with a warning; the file is then encoded again)
+    when the entry is unreadable or malformed, e.g. damaged on disk."""
+    from ..checkpoints.safe_load import load_safetensors
+
+    try:
+        stored = load_safetensors(path)
+        codes = stored["codes"]
+        if codes.dim() != 2 or codes.dtype != torch.int16:
+            raise ValueError(f"codes of shape {tuple(codes.shape)} and dtype {codes.dtype}")
+    except (WavecraftError, KeyError, ValueError) as e:
+        logger.warning("cached codes %s are unusable (%s); encoding again", path, " ".join(str(e).split())[:200])
+        return None
+    return codes, stored.get("chroma")
+
+
+#: Temporaries of the cache writers: ``atomic_output``'s and the per-process ones of earlier versions.
+_CACHE_TEMP = re.compile(r"(?:\.[0-9a-f]{40}\.safetensors\.tmp-(?:\d+-)?[0-9a-f]+\.safetensors|[0-9a-f]{40}\.\d+\.tmp)")
+
+
+def _remove_stale_cache_temporaries(cache: Path) -> None:
+    """Delete cache temporaries that a killed run left behind (only this module's names are touched)."""
+    try:
+        entries = list(cache.iterdir())
+    except OSError:  # no cache yet
+        return
+    for path in entries:
+        if _CACHE_TEMP.fullmatch(path.name):
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def codec_fingerprint(codec: CompressionModel) -> str:
@@ -58,6 +92,8 @@ class CodeCorpus:
         self.skipped: list[str] = []
         cache = Path(cache_dir) if cache_dir else None
         fingerprint = codec_fingerprint(codec) if cache else ""
+        if cache is not None:
+            _remove_stale_cache_temporaries(cache)
         for meta in metas:
             try:
                 codes, chroma_feats = self._load(meta, cache, fingerprint, chunk_seconds)
@@ -90,10 +126,9 @@ class CodeCorpus:
                                f"{self.chroma is not None}".encode()).hexdigest()
             cache_file = cache / f"{key}.safetensors"
             if cache_file.exists():
-                from safetensors.torch import load_file
-
-                stored = load_file(str(cache_file))
-                return stored["codes"], stored.get("chroma")
+                stored = _read_cached(cache_file)
+                if stored is not None:
+                    return stored
         wav, rate = audio_read(path)
         wav = convert_audio(wav, rate, self.codec.sample_rate, self.codec.channels)
         if wav.shape[-1] < self.codec.sample_rate / self.codec.frame_rate:
@@ -108,9 +143,12 @@ class CodeCorpus:
 
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             tensors = {"codes": codes} if chroma is None else {"codes": codes, "chroma": chroma}
-            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-            save_file(tensors, str(tmp))
-            os.replace(tmp, cache_file)
+            try:
+                with atomic_output(cache_file) as tmp:  # a kill mid-write leaves no torn entry, nor a temporary
+                    save_file(tensors, str(tmp))
+            except Exception as e:  # noqa: BLE001 - full disk and the like: the codes are fine, only not cached
+                logger.warning("cannot cache the codes of %s in %s (%s)", path, cache_file.parent,
+                               " ".join(str(e).split())[:200])
         return codes, chroma
 
     @torch.no_grad()
@@ -192,9 +230,10 @@ def on_the_fly_batches(metas: Sequence[AudioMeta], codec: CompressionModel, cond
                        ) -> Callable[[int], tuple[torch.Tensor, RawConditions]]:
     """Like :func:`corpus_batches` but cutting waveform segments (:class:`~wavecraft.data.SegmentDataset`) and
     encoding them every step: nothing to prepare, the codec's cost is paid per batch."""
-    from ..data import SegmentDataset, collate
+    from ..data import collate
+    from .segments import FiniteSegmentDataset
 
-    dataset = SegmentDataset(metas, segment_duration, codec.sample_rate, codec.channels,
+    dataset = FiniteSegmentDataset(metas, segment_duration, codec.sample_rate, codec.channels,
                              num_samples=total_steps * batch_size, seed=seed)
     device = next(codec.parameters()).device
 

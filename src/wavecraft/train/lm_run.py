@@ -22,6 +22,7 @@ from ..conditioning.chroma import ChromaConditioner
 from ..errors import WavecraftError
 from ..lm.config import LMConfig
 from ..lm.model import LMModel
+from .checkpoint import non_finite
 from .config import LMTrainConfig
 from .distributed import barrier, init_from_env, is_main
 from .lm_conditions import ConditionProjector
@@ -158,7 +159,12 @@ def make_batches(cfg: LMRunConfig, codec: CompressionModel, conditions: Conditio
 
 
 def export(bundle: LMBundle, codec: CompressionModel, solver: LMSolver, directory: Path) -> Path:
-    """Write the trained model (EMA weights when the run keeps them) with ``save_pretrained``'s layout."""
+    """Write the trained model (EMA weights when the run keeps them) with ``save_pretrained``'s layout; weights with
+    NaN or infinite values are refused with a one-line error (nothing is written)."""
+    weights = solver.ema.state_dict() if solver.ema is not None else solver.trainable.state_dict()
+    bad = non_finite(weights) or non_finite(codec.state_dict(), "codec.")
+    if bad is not None:
+        raise WavecraftError(f"refusing to export {directory}: {bad} has NaN or infinite values")
     if solver.ema is not None:
         solver.trainable.load_state_dict({**solver.trainable.state_dict(), **solver.ema.state_dict()})
     return save_generator(bundle, codec, directory)

@@ -3,6 +3,8 @@
 Resumption is exact: the checkpoint restores weights, optimizer, scheduler and RNG states, CFG dropout draws
 from a generator seeded by ``(seed, step)`` (not from the global RNG), and the data comes from a callable
 ``batches(step)`` giving the batch of a global step, so a resumed run sees what the uninterrupted one would.
+A step whose loss or gradient norm is NaN or infinite stops the run before the optimizer applies it, so the
+weights and the last checkpoint stay good (non-finite weights are never saved).
 
 Data parallel: under ``torchrun`` (a process group initialised, e.g. by :func:`.distributed.init_from_env`), the
 LM is wrapped in ``DistributedDataParallel``. Every rank calls the same ``batches(step)`` for the *global* batch
@@ -29,7 +31,7 @@ from .config import LMTrainConfig
 from .distributed import all_reduce_mean, barrier, rank_and_world_size, shard
 from .lm_conditions import ConditionProjector, RawConditions
 from .lm_loss import cfg_dropout, lm_cross_entropy
-from .loop import prepare_run_dir, run_steps
+from .loop import prepare_run_dir, run_steps, save_on_main, stop_if_not_finite
 from .schedule import warmup_cosine
 
 #: ``(codes [B, K, T], conditions)``: conditions already projected, or the frozen encoders' :class:`RawConditions`
@@ -58,6 +60,12 @@ class EMA:
         return self.shadow
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy ``state`` in; all-or-nothing: names and shapes are checked before anything is copied."""
+        if state.keys() != self.shadow.keys():
+            raise ValueError(f"EMA state has {len(state)} tensors, the model {len(self.shadow)}")
+        for k, v in state.items():
+            if not isinstance(v, torch.Tensor) or v.shape != self.shadow[k].shape:
+                raise ValueError(f"EMA tensor {k} does not match the model")
         for k, v in state.items():
             self.shadow[k].copy_(v)
 
@@ -144,6 +152,8 @@ class LMSolver:
         # norm) matches the single-process run on the global batch without any extra communication.
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable.parameters(), max_norm)
+        # Applying a NaN step would poison every weight (and the EMA) for good: stop with the weights unchanged.
+        stop_if_not_finite(self.output_dir, self.step + 1, {"loss": out.loss, "grad_norm": grad_norm})
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
@@ -179,23 +189,27 @@ class LMSolver:
 
     def save(self) -> None:
         """Checkpoint the current state into ``cfg.output_dir`` (written by rank 0; every rank must call it)."""
-        if self.is_main:
+        def write() -> None:
             extra: dict[str, Any] = {"ema": self.ema.state_dict()} if self.ema is not None else {}
             save_checkpoint(self.output_dir, self.step, self.trainable, self.optimizer, self.scheduler, extra)
+
         # The checkpoint is complete on disk once any rank returns, e.g. before a job scheduler stops the others.
-        barrier()
+        save_on_main(self.is_main, self.device, write)
 
     def resume(self) -> bool:
         """Restore the checkpoint in ``cfg.output_dir`` if there is one; return whether one was found.
 
         Every rank loads the same files (the directory must be shared between nodes), which keeps the replicas,
         optimizer states and RNGs identical as DDP requires."""
-        step, extra = load_checkpoint(self.output_dir, self.trainable, self.optimizer, self.scheduler)
+        def restore(extra: dict[str, Any]) -> None:
+            # Inside load_checkpoint: a failure here makes it fall back to the previous checkpoint too.
+            if self.ema is not None and "ema" in extra:
+                self.ema.load_state_dict(extra["ema"])
+
+        step, _ = load_checkpoint(self.output_dir, self.trainable, self.optimizer, self.scheduler, restore)
         if step == 0:
             return False
         self.step = step
-        if self.ema is not None and "ema" in extra:
-            self.ema.load_state_dict(extra["ema"])
         return True
 
     @staticmethod
