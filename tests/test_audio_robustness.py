@@ -390,11 +390,20 @@ def test_bad_convert_arguments(args: tuple, fragment: str) -> None:
 def test_convert_output_bounded_by_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     # Before: 1 s to 1e9 Hz allocated ~12 GB inside soxr; 1 Hz -> 1 MHz of 1600 samples about 20 GB.
     monkeypatch.setattr(checks, "available_memory", lambda: 1 << 30)
-    for args in [(SR, 10**9, 1), (1, 10**6, 1), (SR, SR, 10**9), (SR, 2 * SR, 10**6)]:
+    for args in [(1, 768_000, 1), (SR, SR, 10**9), (SR, 2 * SR, 10**6)]:
         with pytest.raises(InvalidAudioError) as e:
             convert_audio(tone(1.0), *args)
         one_line(e, "memory")
     assert convert_audio(tone(1.0), SR, 2 * SR, 2).shape == (2, 2 * SR)
+
+
+def test_convert_target_rate_is_capped() -> None:
+    # Before: 1 s to 1e9 Hz was accepted when memory allowed (4 GB of output for one second of input).
+    for to_rate in (10**9, 768_001):
+        with pytest.raises(InvalidAudioError) as e:
+            convert_audio(tone(0.01), SR, to_rate, 1)
+        one_line(e, "768000 Hz")
+    assert convert_audio(tone(0.01), SR, 768_000, 1).shape[-1] == round(0.01 * 768_000)
 
 
 def test_convert_refuses_nan_before_resampling() -> None:

@@ -20,6 +20,11 @@ _SOXR_QUALITY = "HQ"
 _RESAMPLE_OUTPUT_COPIES = 3
 
 
+#: Highest rate audio is resampled to (the top PCM rate of audio hardware and formats): a typo such as 1e9 Hz
+#: would otherwise ask for gigabytes per second of input.
+MAX_RESAMPLE_RATE = 768_000
+
+
 def _check_channels_first(wav: torch.Tensor, name: str) -> None:
     if not isinstance(wav, torch.Tensor):
         raise InvalidAudioError(f"{name} must be a torch.Tensor, got {type(wav).__name__}")
@@ -79,6 +84,8 @@ def resample(wav: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
         raise InvalidAudioError(f"audio must be a floating-point tensor, got dtype {wav.dtype}")
     if from_rate == to_rate:
         return wav.to(torch.float32)
+    if to_rate > MAX_RESAMPLE_RATE:
+        raise InvalidAudioError(f"to_rate must be at most {MAX_RESAMPLE_RATE} Hz to resample to, got {to_rate}")
     *lead, length = wav.shape
     new_length = length * to_rate // from_rate + 1  # soxr's length, rounded up
     check_memory(_RESAMPLE_OUTPUT_COPIES * 4 * new_length * math.prod(lead),
