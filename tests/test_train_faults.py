@@ -159,6 +159,21 @@ def test_no_usable_checkpoint_is_a_one_line_error(tmp_path):
     assert "\n" not in message and "step-00000004" in message and "step-00000006" in message
 
 
+def test_a_chosen_step_loads_exactly_that_checkpoint(tmp_path):
+    # What the other ranks of a data-parallel run do: rank 0 picks, they load that step or fail, never fall back on
+    # their own (ranks resuming from different checkpoints deadlocked on each other's collectives).
+    out = tmp_path / "run"
+    fit_lm(out, max_steps=6)
+    _damage(out / "checkpoints" / "step-00000006", "truncated state")
+    solver = LMSolver(make_lm(), lm_cfg(out))
+    args = (out, solver.trainable, solver.optimizer, solver.scheduler)
+    assert ckpt.load_checkpoint(*args)[0] == 4  # alone: falls back past the damaged one
+    assert ckpt.load_checkpoint(*args, step=4)[0] == 4
+    for step, reason in ((6, "no usable checkpoint"), (5, "no checkpoint of step 5")):
+        with pytest.raises(CheckpointError, match=reason):
+            ckpt.load_checkpoint(*args, step=step)
+
+
 def test_single_checkpoint_layout_of_earlier_versions_resumes(tmp_path, lm_reference):
     out = tmp_path / "run"
     fit_lm(out, max_steps=5)

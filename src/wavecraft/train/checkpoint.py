@@ -181,20 +181,27 @@ def latest_step(directory: str | Path) -> int:
 
 
 def load_checkpoint(directory: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    scheduler: Any = None, restore_extra: Callable[[dict[str, Any]], None] | None = None
-                    ) -> tuple[int, dict[str, Any]]:
+                    scheduler: Any = None, restore_extra: Callable[[dict[str, Any]], None] | None = None,
+                    step: int | None = None) -> tuple[int, dict[str, Any]]:
     """Restore model, optimizer, scheduler and RNG states from the newest usable checkpoint in ``directory``;
     return ``(step, extra)``.
 
     ``restore_extra(extra)`` restores what the caller keeps in ``extra``; a failure there counts as a damaged
     checkpoint too. A damaged checkpoint is reported (one warning naming it) and the previous one is tried; when
     none is usable a one-line :class:`CheckpointError` says why. No checkpoint at all → ``(0, {})``, nothing touched.
+    ``step``: load that checkpoint or fail, no fallback (the other ranks of a data-parallel run load the one rank 0
+    chose).
     """
     directory = Path(directory)
     failures = []
-    for candidate in _candidates(directory):
+    candidates = _candidates(directory)
+    if step is not None:
+        candidates = [c for c in candidates if c.step == step]
+        if not candidates:
+            raise CheckpointError(f"no checkpoint of step {step} in {directory}")
+    for candidate in candidates:
         try:
-            step, weights, state = _read(candidate, model)
+            found, weights, state = _read(candidate, model)
             model.load_state_dict(weights)
             if optimizer is not None:
                 optimizer.load_state_dict(state["optimizer"])
@@ -210,7 +217,7 @@ def load_checkpoint(directory: str | Path, model: torch.nn.Module, optimizer: to
             logger.warning("checkpoint %s is unusable (%s); falling back to the previous one", candidate.name,
                            reason)
             continue
-        return step, extra
+        return found, extra
     if failures:
         raise CheckpointError(f"no usable checkpoint in {directory}: {'; '.join(failures)}")
     return 0, {}

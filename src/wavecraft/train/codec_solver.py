@@ -50,7 +50,7 @@ from .codec_losses import multiscale_mel_loss, si_snr
 from .codec_step import CodecLossWeights, adversarial_losses, discriminator_loss, reconstruction_losses
 from .discriminator import DEFAULT_N_FFTS, MultiScaleSTFTDiscriminator
 from .distributed import all_reduce_gradients, all_reduce_mean, barrier, broadcast_module, rank_and_world_size, shard
-from .loop import prepare_run_dir, run_steps, save_on_main, stop_if_not_finite
+from .loop import prepare_run_dir, resume_on_all_ranks, run_steps, save_on_main, stop_if_not_finite
 from .schedule import warmup_cosine
 
 FINAL_DIR = "final"
@@ -328,7 +328,10 @@ class CodecSolver:
             if self.balancer is not None and "balancer" in extra:
                 self.balancer.load_state_dict(extra["balancer"])
 
-        step, _ = load_checkpoint(self.output_dir, self.model, self.optimizer, self.scheduler, restore)
+        def load(chosen: int | None) -> int:
+            return load_checkpoint(self.output_dir, self.model, self.optimizer, self.scheduler, restore, step=chosen)[0]
+
+        step = resume_on_all_ranks(self.is_main, self.device, load)
         if step == 0:
             return False
         self.step = step

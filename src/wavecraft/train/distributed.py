@@ -63,6 +63,17 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return total / world_size
 
 
+def from_main(value: int, device: torch.device | str = "cpu") -> int:
+    """Rank 0's ``value`` on every rank (the others' are ignored); ``device``: where the backend communicates
+    (CUDA for NCCL). Identity for a single process."""
+    rank, world_size = rank_and_world_size()
+    if world_size == 1:
+        return value
+    shared = torch.tensor([value if rank == 0 else 0], dtype=torch.long, device=device)
+    dist.broadcast(shared, src=0)
+    return int(shared.item())
+
+
 def all_reduce_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
     """Average the ``.grad`` of ``parameters`` over ranks in place (one collective); a no-op for one process.
 

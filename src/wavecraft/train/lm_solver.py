@@ -31,7 +31,7 @@ from .config import LMTrainConfig
 from .distributed import all_reduce_mean, barrier, rank_and_world_size, shard
 from .lm_conditions import ConditionProjector, RawConditions
 from .lm_loss import cfg_dropout, lm_cross_entropy
-from .loop import prepare_run_dir, run_steps, save_on_main, stop_if_not_finite
+from .loop import prepare_run_dir, resume_on_all_ranks, run_steps, save_on_main, stop_if_not_finite
 from .schedule import warmup_cosine
 
 #: ``(codes [B, K, T], conditions)``: conditions already projected, or the frozen encoders' :class:`RawConditions`
@@ -206,7 +206,11 @@ class LMSolver:
             if self.ema is not None and "ema" in extra:
                 self.ema.load_state_dict(extra["ema"])
 
-        step, _ = load_checkpoint(self.output_dir, self.trainable, self.optimizer, self.scheduler, restore)
+        def load(chosen: int | None) -> int:
+            return load_checkpoint(self.output_dir, self.trainable, self.optimizer, self.scheduler, restore,
+                                   step=chosen)[0]
+
+        step = resume_on_all_ranks(self.is_main, self.device, load)
         if step == 0:
             return False
         self.step = step

@@ -13,7 +13,7 @@ from ..errors import WavecraftError
 from ..fileio import atomic_output
 from .checkpoint import CHECKPOINTS_DIR, append_metrics, latest_step, remove_stale_temporaries, truncate_metrics
 from .config import config_to_dict
-from .distributed import all_reduce_mean
+from .distributed import all_reduce_mean, from_main
 
 
 class _Solver(Protocol):
@@ -69,6 +69,34 @@ def stop_if_not_finite(output_dir: Path, step: int, values: dict[str, torch.Tens
     where = f"the checkpoint of step {kept} in {output_dir / CHECKPOINTS_DIR} is kept" if kept else "no checkpoint yet"
     raise WavecraftError(f"step {step}: training diverged ({shown}); stopped before updating the weights, {where} "
                          "(try a lower lr or a smaller grad_clip, or check the data)")
+
+
+def resume_on_all_ranks(is_main: bool, device: torch.device, load: Callable[[int | None], int]) -> int:
+    """Resume every rank from the same checkpoint and return its step (0: none).
+
+    ``load(step)`` restores the checkpoint of ``step`` (``None``: the newest usable one, falling back past damaged
+    ones) and returns its step. Rank 0 chooses; the others then load exactly that step. Ranks that fell back on their
+    own could pick different checkpoints and then wait forever for each other's collectives.
+    """
+    error: WavecraftError | None = None
+    chosen = -1
+    if is_main:
+        try:
+            chosen = load(None)
+        except WavecraftError as e:
+            error = e
+    chosen = from_main(chosen, device)
+    if not is_main and chosen > 0:
+        try:
+            load(chosen)
+        except WavecraftError as e:
+            error = e
+    failed = all_reduce_mean(torch.tensor([float(error is not None)], device=device))
+    if error is not None:
+        raise error
+    if chosen < 0 or bool(failed.item() > 0):
+        raise WavecraftError(f"another rank could not resume from the checkpoint of step {chosen} (see its error)")
+    return chosen
 
 
 def save_on_main(is_main: bool, device: torch.device, write: Callable[[], None]) -> None:
