@@ -101,8 +101,9 @@ def remove_stale_temporaries(folder: Path, force: bool = False) -> list[Path]:
     return removed
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDWR)
+def fsync_path(path: Path) -> None:
+    """Flush ``path`` (a file or a folder: read-only is enough for fsync on Linux) to disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -129,7 +130,7 @@ def atomic_output(path: Path) -> Iterator[Path]:
         created = True
         yield tmp
         # Flush to disk before the rename, so a crash cannot leave an empty file under the final name.
-        _fsync(tmp)
+        fsync_path(tmp)
         follow_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -158,7 +159,7 @@ def atomic_outputs(paths: Sequence[Path]) -> Iterator[list[Path]]:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         yield temps
         for tmp in temps:
-            _fsync(tmp)
+            fsync_path(tmp)
             follow_umask(tmp)
         _replace_all(temps, paths)
     finally:

@@ -128,3 +128,15 @@ def ensure_memory(nbytes: int, what: str) -> None:
     if available is not None and nbytes > available:
         raise ConfigError(f"{what} needs about {gigabytes(nbytes)} of memory, more than the {gigabytes(available)} "
                          "available")
+
+
+def check_fields(config: Any, int_ranges: dict[str, tuple[int, int]], flags: Sequence[str],
+                 real_ranges: dict[str, tuple[float, float]] | None = None) -> None:
+    """Check ``config``'s integer fields (``name -> (lo, hi)``), flags and real fields in place, storing the
+    coerced values (``1e3`` -> ``1000``); set with ``object.__setattr__`` so frozen dataclasses work too."""
+    for name, (lo, hi) in int_ranges.items():
+        object.__setattr__(config, name, integer(name, getattr(config, name), lo, hi))
+    for name in flags:
+        flag(name, getattr(config, name))
+    for name, (lo, hi) in (real_ranges or {}).items():
+        object.__setattr__(config, name, real(name, getattr(config, name), lo, hi))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ..configs import ConfigMixin
 from ..errors import ConfigError
-from ..validation import WEIGHT_BYTES, choice, ensure_memory, flag, int_tuple, integer, real, real_tuple
+from ..validation import WEIGHT_BYTES, check_fields, choice, ensure_memory, int_tuple, real, real_tuple
 
 ACTIVATIONS = ("ELU", "ReLU", "LeakyReLU", "GELU", "SiLU", "Tanh", "Sigmoid", "Softplus", "Mish", "PReLU", "Identity")
 NORMS = ("none", "weight_norm", "time_group_norm")
@@ -73,12 +73,7 @@ class CodecConfig(ConfigMixin):
 
         Integral floats are stored as ``int`` and lists as tuples, so configs read from JSON compare equal.
         """
-        for name, (lo, hi) in _INT_RANGES.items():
-            object.__setattr__(self, name, integer(name, getattr(self, name), lo, hi))
-        for name in _FLAGS:
-            flag(name, getattr(self, name))
-        for name, (lo, hi) in _REAL_RANGES.items():
-            object.__setattr__(self, name, real(name, getattr(self, name), lo, hi))
+        check_fields(self, _INT_RANGES, _FLAGS, _REAL_RANGES)
         choice("architecture", self.architecture, ("seanet", "oscillator"))
         choice("activation", self.activation, ACTIVATIONS)
         choice("norm", self.norm, NORMS)

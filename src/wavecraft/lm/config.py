@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..configs import ConfigMixin
 from ..errors import ConfigError
-from ..validation import WEIGHT_BYTES, choice, ensure_memory, flag, int_tuple, integer, real
+from ..validation import WEIGHT_BYTES, check_fields, choice, ensure_memory, int_tuple, real
 
 PATTERNS = ("delay", "parallel", "unroll")  # the providers of wavecraft.lm.patterns
 MAX_DELAY = 512  # steps a codebook may lag (the released models: at most 3)
@@ -48,10 +48,7 @@ class LMConfig(ConfigMixin):
 
         Integral floats are stored as ``int`` and lists as tuples, so configs read from JSON compare equal.
         """
-        for name, (lo, hi) in _INT_RANGES.items():
-            object.__setattr__(self, name, integer(name, getattr(self, name), lo, hi))
-        for name in _FLAGS:
-            flag(name, getattr(self, name))
+        check_fields(self, _INT_RANGES, _FLAGS)
         object.__setattr__(self, "max_period", real("max_period", self.max_period, 0.0, 1e12, open_lo=True))
         object.__setattr__(self, "positional_scale", real("positional_scale", self.positional_scale, 0.0, 1e6))
         object.__setattr__(self, "norm_eps", real("norm_eps", self.norm_eps, 0.0, 1.0, open_lo=True))

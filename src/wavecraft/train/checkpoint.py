@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..fileio import atomic_output, follow_umask
+from ..fileio import atomic_output, follow_umask, fsync_path
 
 logger = logging.getLogger(__name__)
 
@@ -122,15 +122,15 @@ def _commit(final: Path, weights: dict[str, torch.Tensor], state: dict[str, Any]
         (tmp / DIGEST_FILE).write_text(json.dumps({"step": state["step"], "sha256": digests}) + "\n")
         for name in (MODEL_FILE, STATE_FILE, DIGEST_FILE):
             follow_umask(tmp / name)
-            _fsync(tmp / name)
-        _fsync(tmp)
+            fsync_path(tmp / name)
+        fsync_path(tmp)
         if final.exists():
             # A checkpoint of this step already there is one that resuming rejected (or one of an earlier run
             # started afresh): moved aside first, since a folder cannot be renamed over a non-empty one.
             old = final.with_name(f".{final.name}.old-{secrets.token_hex(6)}")
             os.rename(final, old)
         os.rename(tmp, final)  # the commit point
-        _fsync(final.parent)
+        fsync_path(final.parent)
     except BaseException:  # KeyboardInterrupt (Ctrl-C, SIGTERM in the CLI) included: no temporaries left behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -357,14 +357,6 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):  # streamed: a checkpoint can be larger than the memory to spare
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _one_line(error: BaseException, limit: int = 200) -> str:
