@@ -29,14 +29,10 @@ from ..fileio import atomic_output
 from . import _pyav, _sndfile
 from .checks import check_sample_rate
 from .convert import _SOXR_QUALITY, convert_audio_channels
-from .io import WRITE_FORMATS, _captured_stderr, audio_info
+from .io import WRITE_FORMATS, _captured_stderr, _show, audio_info
 
 #: Frames per block read from a file (about 1.5 s at 44.1 kHz: large enough that per-block overhead is noise).
 BLOCK_FRAMES = 1 << 16
-
-
-def _show(path: Path) -> str:
-    return str(path).replace("\r", "\\r").replace("\n", "\\n")
 
 
 class AudioStream:
